@@ -1,0 +1,84 @@
+"""The one exception tree of cellnet, rooted at :class:`CellnetError`.
+
+Errors that describe bad input also derive from the matching builtin
+(``ValueError``/``TypeError``) so callers that only know Python's types can
+still catch them.
+"""
+
+from __future__ import annotations
+
+
+class CellnetError(Exception):
+    """Base of every error cellnet raises on purpose."""
+
+
+class NativeBuildError(CellnetError, ImportError):
+    """The compiled core is missing or does not match this Python package."""
+
+
+class NativeError(CellnetError):
+    """A native call failed; ``status`` is the negative ``CN_E_*`` code."""
+
+    def __init__(self, message: str, status: int = 0):
+        super().__init__(message)
+        self.status = status
+
+
+class InvalidArgumentError(NativeError, ValueError):
+    """A parameter was out of its domain (e.g. a non-positive block size)."""
+
+
+class BufferTooSmallError(NativeError, ValueError):
+    """A caller-supplied output buffer is smaller than the operation needs."""
+
+
+class CorruptDataError(NativeError, ValueError):
+    """Encoded input is malformed: truncated, bad layout or bad ranges."""
+
+
+class TruncatedError(CorruptDataError):
+    """Encoded input ends before its own header says it should."""
+
+
+class ChecksumError(CorruptDataError):
+    """A checksum over encoded data does not match."""
+
+
+class UnsupportedVersionError(CorruptDataError):
+    """Encoded input carries a format version this build does not know."""
+
+
+class LimitExceededError(CellnetError, ValueError):
+    """Input exceeds a configured limit (size, count, depth)."""
+
+
+class DTypeError(NativeError, TypeError):
+    """An array's dtype is not supported by the operation, or dtypes disagree."""
+
+
+class ShapeError(NativeError, ValueError):
+    """Arrays that must agree in shape or size do not."""
+
+
+class FQCNError(CellnetError, ValueError):
+    """A fully qualified cell name is malformed."""
+
+
+class ProtocolError(CellnetError):
+    """The wire protocol was violated."""
+
+
+class LocalProtocolError(ProtocolError):
+    """We were asked to send something the protocol does not allow."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent bytes that break the protocol (the link must close)."""
+
+
+class FrameChecksumError(RemoteProtocolError, ChecksumError):
+    """A received frame's checksum does not match its bytes."""
+
+
+class FrameTooLargeError(RemoteProtocolError, LimitExceededError):
+    """A received frame declares a length above the configured limit."""

@@ -1,0 +1,220 @@
+/*
+ * cellnet_native.h - the one public header of cellnet's native core.
+ *
+ * Conventions (as in lz4 / meshoptimizer):
+ *   - every function that can fail returns an int status: CN_OK (0) or a
+ *     negative CN_E_* code; cn_strerror() names it.  Nothing aborts or prints.
+ *   - the caller allocates every buffer; *_bound() / *_plan() functions say
+ *     how large it must be.
+ *   - decoders treat their input as hostile: every offset and length is
+ *     checked against the buffer before it is used.
+ *   - no I/O, no threads, no global mutable state except the CPU dispatch
+ *     table, which is set once (idempotently) on first use.
+ */
+#ifndef CELLNET_NATIVE_H
+#define CELLNET_NATIVE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Bumped whenever a signature, struct layout or format changes; the Python
+ * loader refuses a build whose value differs from the one it expects. */
+#define CN_ABI_VERSION 1
+
+/* ---------------------------------------------------------------- status */
+#define CN_OK           0
+#define CN_E_INVAL     -1  /* invalid argument (NULL pointer, bad parameter) */
+#define CN_E_NOSPACE   -2  /* caller buffer too small */
+#define CN_E_TRUNCATED -3  /* input shorter than its own header declares */
+#define CN_E_FORMAT    -4  /* bad magic, reserved bits or malformed layout */
+#define CN_E_CHECKSUM  -5  /* checksum mismatch */
+#define CN_E_RANGE     -6  /* offset/length out of range, misaligned or overlapping */
+#define CN_E_LIMIT     -7  /* exceeds a caller-supplied limit */
+#define CN_E_DTYPE     -8  /* unknown or unsupported dtype for this operation */
+#define CN_E_SHAPE     -9  /* element counts / shapes disagree */
+#define CN_E_VERSION  -10  /* unknown format version */
+
+const char *cn_strerror(int status);
+int cn_abi_version(void);
+
+/* A do-nothing call: measures the per-call overhead of the binding. */
+int cn_noop(int x);
+
+/* ---------------------------------------------------------- CPU dispatch */
+#define CN_CPU_SSE42     (1u << 0)
+#define CN_CPU_PCLMUL    (1u << 1)
+#define CN_CPU_AVX2      (1u << 2)
+#define CN_CPU_FMA       (1u << 3)
+#define CN_CPU_F16C      (1u << 4)
+#define CN_CPU_AVX512F   (1u << 5)
+#define CN_CPU_AVX512BW  (1u << 6)
+#define CN_CPU_AVX512VL  (1u << 7)
+#define CN_CPU_VPCLMUL   (1u << 8)
+#define CN_CPU_ARM_CRC   (1u << 16)
+
+/* Features the CPU has (detected once). */
+unsigned cn_cpu_features(void);
+/* Features the kernels may use: detected & mask.  Tests pass 0 to force the
+ * portable paths and ~0u to restore; returns the previous mask. */
+unsigned cn_cpu_set_mask(unsigned mask);
+
+/* ------------------------------------------------------------------ dtype */
+enum cn_dtype {
+    CN_BOOL = 1,
+    CN_I8 = 2, CN_I16 = 3, CN_I32 = 4, CN_I64 = 5,
+    CN_U8 = 6, CN_U16 = 7, CN_U32 = 8, CN_U64 = 9,
+    CN_F16 = 10, CN_BF16 = 11, CN_F32 = 12, CN_F64 = 13
+};
+/* Bytes per element, or 0 for an unknown dtype. */
+size_t cn_dtype_size(int dtype);
+
+/* ----------------------------------------------------------------- CRC32C */
+/* CRC32C (Castagnoli, reflected, as in iSCSI/ext4) of data, continuing from
+ * crc (pass 0 to start).  Uses SSE4.2/PCLMUL or ARMv8 CRC when present. */
+uint32_t cn_crc32c(uint32_t crc, const void *data, size_t n);
+/* The table-driven portable version, for tests and as the fallback. */
+uint32_t cn_crc32c_portable(uint32_t crc, const void *data, size_t n);
+/* Name of the implementation cn_crc32c dispatches to right now. */
+const char *cn_crc32c_impl(void);
+/* Copy n bytes src -> dst and return the CRC32C of them in *crc (continuing
+ * from its input value) in one pass over src.  Buffers must not overlap. */
+int cn_copy_crc32c(void *dst, const void *src, size_t n, uint32_t *crc);
+
+/* ------------------------------------------------------------ tensor pack */
+/*
+ * A pack is one contiguous byte string:
+ *   [head: fixed header | entry table | dims | names | metadata | zero pad]
+ *   [tensor 0 data | pad to 64] [tensor 1 data | pad to 64] ...
+ * Every tensor's data starts at a 64-byte aligned offset.  The head carries a
+ * CRC32C of itself; each entry carries the CRC32C of its tensor's bytes.
+ * Metadata is opaque bytes to C (Python stores CBOR there).
+ */
+#define CN_PACK_ALIGN     64
+#define CN_PACK_MAX_NDIM  64
+
+typedef struct cn_pack_item {
+    /* in */
+    const char *name;      /* UTF-8, not NUL-terminated */
+    uint32_t name_len;
+    int32_t dtype;         /* enum cn_dtype */
+    uint32_t ndim;
+    const uint64_t *shape; /* ndim entries */
+    const void *data;      /* C-contiguous tensor bytes (may be NULL when only planning) */
+    /* out (set by cn_pack_plan / cn_pack_write) */
+    uint64_t nbytes;       /* element count * dtype size */
+    uint64_t data_off;     /* offset of the data inside the pack */
+    uint32_t crc;          /* CRC32C of the data (set by cn_pack_write) */
+} cn_pack_item;
+
+/* Validate items and lay the pack out: sets nbytes/data_off of every item,
+ * *head_len (bytes before the first tensor's data) and *total_len. */
+int cn_pack_plan(cn_pack_item *items, size_t n, size_t meta_len,
+                 uint64_t *head_len, uint64_t *total_len);
+
+/* Write a planned pack.  copy_data != 0: write the whole pack into buf
+ * (cap >= total_len), copying and checksumming tensor data in one pass.
+ * copy_data == 0: write only the head (cap >= head_len), checksumming the
+ * tensors in place; the caller sends head, then each tensor's bytes followed
+ * by (next data_off - data_off - nbytes) zero bytes. */
+int cn_pack_write(cn_pack_item *items, size_t n, const void *meta, size_t meta_len,
+                  void *buf, uint64_t cap, int copy_data);
+
+typedef struct cn_pack_limits {
+    uint32_t max_tensors;
+    uint32_t max_ndim;      /* <= CN_PACK_MAX_NDIM */
+    uint32_t max_name_len;
+    uint64_t max_meta_len;
+    uint64_t max_total_len;
+} cn_pack_limits;
+
+typedef struct cn_pack_info {
+    uint32_t version;
+    uint32_t n_tensors;
+    uint64_t head_len;
+    uint64_t total_len;
+    uint64_t meta_off;
+    uint64_t meta_len;
+} cn_pack_info;
+
+typedef struct cn_pack_entry {
+    uint64_t name_off;      /* offset of the name bytes inside the pack */
+    uint32_t name_len;
+    int32_t dtype;
+    uint32_t ndim;
+    uint32_t crc;
+    uint64_t data_off;
+    uint64_t nbytes;
+    uint64_t shape[CN_PACK_MAX_NDIM];
+} cn_pack_entry;
+
+/* Length of the fixed header; a pack is never shorter. */
+size_t cn_pack_header_len(void);
+
+/* Read and fully validate the head of a pack (magic, version, head CRC,
+ * every entry: dtype, ndim, shape product vs nbytes, alignment, ranges,
+ * overlaps, name and metadata ranges) against len and limits (NULL: the
+ * defaults).  Does not read tensor data.  Only len bytes are touched. */
+int cn_pack_open(const void *buf, uint64_t len, const cn_pack_limits *limits,
+                 cn_pack_info *info);
+
+/* Copy the entry table of an opened pack into out[0..n) (n >= n_tensors). */
+int cn_pack_entries(const void *buf, uint64_t len, cn_pack_entry *out, size_t n);
+
+/* Check the data CRC of tensor i (i < 0: every tensor). */
+int cn_pack_verify(const void *buf, uint64_t len, int64_t i);
+
+/* ------------------------------------------------------------ aggregation */
+/* acc (CN_F32 or CN_F64, n elements) += w * x (x: CN_F16/BF16/F32/F64), one pass. */
+int cn_agg_accumulate(void *acc, int acc_dtype, const void *x, int x_dtype,
+                      uint64_t n, double w);
+
+/* acc += sum_k w[k] * xs[k], one pass over all k inputs at once (same dtype). */
+int cn_agg_accumulate_many(void *acc, int acc_dtype, const void *const *xs, int x_dtype,
+                           const double *w, size_t k, uint64_t n);
+
+/* out = acc / total_weight (out: CN_F16/BF16/F32/F64; out may alias acc when
+ * the dtypes are equal).  total_weight must be > 0. */
+int cn_agg_finalize(const void *acc, int acc_dtype, uint64_t n, double total_weight,
+                    void *out, int out_dtype);
+
+/* Coordinate-wise median of k inputs (same dtype) into out (CN_F32/F64).
+ * The median of an even count is the mean of the two middle values.  A
+ * coordinate with any NaN gives NaN. */
+int cn_agg_median(const void *const *xs, int x_dtype, size_t k, uint64_t n,
+                  void *out, int out_dtype);
+
+/* Coordinate-wise mean after dropping the `trim` smallest and `trim` largest
+ * values (2*trim < k).  NaN as for the median. */
+int cn_agg_trimmed_mean(const void *const *xs, int x_dtype, size_t k, size_t trim,
+                        uint64_t n, void *out, int out_dtype);
+
+/* Euclidean norm of x (accumulated in double). */
+int cn_l2_norm(const void *x, int dtype, uint64_t n, double *out);
+
+/* Scale x in place by s = min(1, max_norm / ||x||); *scale gets s. */
+int cn_clip_norm(void *x, int dtype, uint64_t n, double max_norm, double *scale);
+
+/* ----------------------------------------------------------- quantization */
+/* Convert between float types (CN_F16/BF16/F32/F64), round to nearest even;
+ * overflow to +-inf, NaN stays NaN. */
+int cn_convert(const void *src, int src_dtype, void *dst, int dst_dtype, uint64_t n);
+
+/* Number of per-block scales for n values in blocks of `block`. */
+uint64_t cn_q8_nblocks(uint64_t n, uint32_t block);
+
+/* Symmetric blockwise int8: scale_b = max|x| / 127 over block b,
+ * q = round(x / scale_b).  x: CN_F16/BF16/F32/F64.  Non-finite input is
+ * CN_E_INVAL.  |dequant(q) - x| <= scale_b / 2 per element. */
+int cn_quantize_q8(const void *x, int x_dtype, uint64_t n, uint32_t block,
+                   int8_t *q, float *scales);
+int cn_dequantize_q8(const int8_t *q, const float *scales, uint64_t n, uint32_t block,
+                     void *out, int out_dtype);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CELLNET_NATIVE_H */
