@@ -1,0 +1,79 @@
+"""The ``cellnet`` command line: one entry point, one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import runpy
+import sys
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    """Print the version, the native build and the CPU features it dispatches on."""
+    import cellnet
+    from cellnet import native
+
+    print(f"cellnet {cellnet.__version__}")
+    print(f"native ABI {native.lib.cn_abi_version()} (expected {native.EXPECTED_ABI})")
+    print(f"crc32c implementation: {native.crc32c_impl()}")
+    print(f"cpu features: {' '.join(sorted(native.cpu_features())) or '(none)'}")
+    return 0
+
+
+def _find_bench() -> pathlib.Path | None:
+    """bench/run.py of the source checkout: the current directory or the package's parent."""
+    import cellnet
+
+    for root in (pathlib.Path.cwd(), pathlib.Path(cellnet.__file__).resolve().parent.parent):
+        candidate = root / "bench" / "run.py"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    """Run the benchmark programs of the source checkout (bench/run.py)."""
+    script = _find_bench()
+    if script is None:
+        print(
+            "cellnet bench: bench/run.py not found; run it from a cellnet source checkout",
+            file=sys.stderr,
+        )
+        return 2
+    sys.argv = [str(script), *args.bench_args]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cellnet",
+        description="cellnet: federated computing on a peer-to-peer cell network.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("info", help="show the version, native build and CPU features")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser(
+        "bench",
+        help="run the benchmarks (bench/run.py) and print our figures beside the machine's",
+        description="Run bench/run.py of the source checkout; arguments are passed on "
+        "(e.g. --quick, --only pack crc, --json PATH).",
+        add_help=False,
+    )
+    p.add_argument("bench_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
