@@ -83,7 +83,8 @@ def test_missing_build_says_how_to_rebuild():
         "import sys\n"
         "class Block:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'cellnet._cellnet_native': raise ImportError('simulated missing build')\n"
+        "        if name == 'cellnet._cellnet_native':\n"
+        "            raise ImportError('simulated missing build')\n"
         "sys.meta_path.insert(0, Block())\n"
         "import cellnet\n"
     )

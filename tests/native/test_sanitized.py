@@ -44,4 +44,5 @@ def test_c_tests_pass_under_asan_and_ubsan():
     assert sources, "no C test programs in native/tests"
     for exe in (build / src.stem for src in sources):
         proc = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300, env=env)
-        assert proc.returncode == 0, f"{exe.name} failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+        output = proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert proc.returncode == 0, f"{exe.name} failed:\n{output}"
