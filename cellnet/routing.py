@@ -33,15 +33,20 @@ from collections.abc import Callable, Collection, Mapping
 from cellnet import fqcn as _fqcn
 from cellnet.errors import LimitExceededError
 
+_SEP = _fqcn.SEPARATOR
+_split = _fqcn.split
+
 MAX_HOPS = 16
 """Most hops a message may take; the router drops it when its hop count header reaches this."""
 
 
 def _shared_len(a: tuple[str, ...], b: tuple[str, ...]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
+    """Number of leading parts ``a`` and ``b`` have in common."""
+    if a[0] != b[0]:
+        return 0  # the common case off-site: decided by one comparison
+    n = 1
+    limit = min(len(a), len(b))
+    while n < limit and a[n] == b[n]:
         n += 1
     return n
 
@@ -57,21 +62,29 @@ def next_hop(
     ``site-1--a1`` attached to ``site-1``). Returns ``me`` when the target is
     this cell (deliver locally).
     """
-    mine = _fqcn.split(me)
-    theirs = _fqcn.split(target)
+    mine = _split(me)
+    theirs = _split(target)
     if target == me:
         return me
     if target in links:
         return target
     shared = _shared_len(mine, theirs)
-    # Deepest linked strict ancestor of the target that is not behind me.
-    for k in range(len(theirs) - 1, max(shared, 1) - 1, -1):
-        hop = _fqcn.SEPARATOR.join(theirs[:k])
+    # Deepest linked strict ancestor of the target that is not behind me; the
+    # prefixes are cut from the string (cheaper than re-joining parts).
+    end = len(target)
+    for _ in range(len(theirs) - max(shared, 1)):
+        end = target.rfind(_SEP, 0, end)
+        hop = target[:end]
         if hop != me and hop in links:
             return hop
     if shared == len(mine):
         return None  # the target is below me but no link leads down to it
-    up = _fqcn.validate(parent) if parent is not None else _fqcn.tree_parent(me)
+    if parent is not None:
+        up: str | None = _fqcn.validate(parent)
+    elif len(mine) > 1:
+        up = me[: me.rfind(_SEP)]
+    else:
+        up = None if me == _fqcn.SERVER else _fqcn.SERVER
     if up is not None and up != me and up in links:
         return up
     return None
