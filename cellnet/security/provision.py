@@ -72,36 +72,30 @@ def _expired(cert: x509.Certificate, now: dt.datetime) -> bool:
     return not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
 
 
-def _ensure_ca(out: Path, project: Project, force: bool):
-    """Load the CA in ``out/ca`` or create it; returns ``(key, cert, state)``."""
+def _load_ca(out: Path, project: Project):
+    """The CA already in ``out/ca`` as ``(key, cert, None)``, or ``(None, None, problem)``.
+
+    ``problem`` is None when there is simply no CA yet.
+    """
     ca_dir = out / CA_DIR
     cert_path, key_path = ca_dir / CA_CERT, ca_dir / CA_KEY
-    problem = None
-    if cert_path.exists() or key_path.exists():
-        if not (cert_path.exists() and key_path.exists()):
-            problem = f"{ca_dir} is incomplete (need both {CA_CERT} and {CA_KEY})"
-        else:
-            key, cert = certs.load_key(key_path), certs.load_cert_file(cert_path)
-            cn = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-            if not certs.same_public_key(cert, key):
-                problem = f"{ca_dir}: {CA_KEY} does not match {CA_CERT}"
-            elif not cn or cn[0].value != project.name:
-                owner = cn[0].value if cn else "?"
-                problem = f"{ca_dir} holds the CA of project {owner!r}, not {project.name!r}"
-            elif _expired(cert, dt.datetime.now(dt.UTC)):
-                problem = f"the CA in {ca_dir} is expired"
-            else:
-                return key, cert, "kept"
-        if not force:
-            raise ProvisionError(
-                f"{problem}; use another output directory or force (--force) to replace it"
-            )
-    state = "replaced" if problem else "created"
-    certs.make_private_dir(ca_dir)
-    key, cert = certs.make_ca(project.name)
-    certs.write_private(key_path, certs.key_pem(key), overwrite=force)
-    certs.write_public(cert_path, certs.cert_pem(cert), overwrite=force)
-    return key, cert, state
+    if not (cert_path.exists() or key_path.exists()):
+        return None, None, None
+    if not (cert_path.exists() and key_path.exists()):
+        return None, None, f"{ca_dir} is incomplete (need both {CA_CERT} and {CA_KEY})"
+    try:
+        key, cert = certs.load_key(key_path), certs.load_cert_file(cert_path)
+    except ProvisionError as exc:
+        return None, None, str(exc)
+    cn = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    if not certs.same_public_key(cert, key):
+        return None, None, f"{ca_dir}: {CA_KEY} does not match {CA_CERT}"
+    if not cn or cn[0].value != project.name:
+        owner = cn[0].value if cn else "?"
+        return None, None, f"{ca_dir} holds the CA of project {owner!r}, not {project.name!r}"
+    if _expired(cert, dt.datetime.now(dt.UTC)):
+        return None, None, f"the CA in {ca_dir} is expired"
+    return key, cert, None
 
 
 def _kit_problem(kit: Path, identity: Identity, host: str | None, ca_cert) -> str | None:
@@ -134,50 +128,66 @@ def _kit_problem(kit: Path, identity: Identity, host: str | None, ca_cert) -> st
     return None
 
 
-def _ensure_kit(out: Path, project: Project, identity: Identity, ca_key, ca_cert, force: bool):
+@dataclass(frozen=True)
+class _KitPlan:
+    """What to do with one kit, decided before anything is written."""
+
+    identity: Identity
+    path: Path
+    host: str | None
+    action: str  # "create" (reusing a key left behind when ``reuse_key``), "keep", "reissue"
+    reuse_key: bool = False
+    problem: str | None = None
+
+
+def _plan_kit(out: Path, project: Project, identity: Identity, ca_cert) -> _KitPlan:
     kit = out / identity.name
-    certs.make_private_dir(kit)
-    cert_path, key_path = kit / CERT_FILE, kit / KEY_FILE
     host = project.server.host if identity.kind is Kind.SERVER else None
-    state = "created"
+    cert_path, key_path = kit / CERT_FILE, kit / KEY_FILE
     if cert_path.exists():
         try:
             problem = _kit_problem(kit, identity, host, ca_cert)
         except ProvisionError as exc:  # unreadable key or cert
             problem = str(exc)
         if problem is None:
-            state = "kept"
-        elif not force:
-            raise ProvisionError(
-                f"startup kit {kit}: {problem}; remove the folder or force (--force) to reissue"
-            )
+            return _KitPlan(identity, kit, host, "keep")
+        return _KitPlan(identity, kit, host, "reissue", problem=f"startup kit {kit}: {problem}")
+    if key_path.exists():  # left by an interrupted run: keep the key if it is sound
+        try:
+            certs.load_key(key_path)
+        except ProvisionError as exc:
+            return _KitPlan(identity, kit, host, "reissue", problem=f"startup kit {kit}: {exc}")
+        return _KitPlan(identity, kit, host, "create", reuse_key=True)
+    return _KitPlan(identity, kit, host, "create")
+
+
+_STATE = {"create": "created", "keep": "kept", "reissue": "reissued"}
+
+
+def _apply_kit(plan: _KitPlan, project: Project, ca_key, ca_cert) -> KitResult:
+    kit = plan.path
+    certs.make_private_dir(kit)
+    cert_path, key_path = kit / CERT_FILE, kit / KEY_FILE
+    state = _STATE[plan.action]
+    if plan.action != "keep":
+        if plan.reuse_key:
+            key = certs.load_key(key_path)
         else:
-            state = "reissued"
-    if state != "kept":
-        key = None
-        if key_path.exists() and state == "created":
-            try:
-                key = certs.load_key(key_path)  # left by an interrupted run: keep it
-            except ProvisionError:
-                if not force:
-                    raise
-        if key is None:
             key = certs.new_key()
-            certs.write_private(key_path, certs.key_pem(key), overwrite=True)
-        cert = certs.issue_cert(ca_key, ca_cert, identity, key.public_key(), host=host)
-        certs.write_public(cert_path, certs.cert_pem(cert), overwrite=True)
+            certs.write_private(key_path, certs.key_pem(key), overwrite=key_path.exists())
+        cert = certs.issue_cert(ca_key, ca_cert, plan.identity, key.public_key(), host=plan.host)
+        certs.write_public(cert_path, certs.cert_pem(cert), overwrite=cert_path.exists())
     if key_path.stat().st_mode & 0o077:
         os.chmod(key_path, 0o600)
-    ca_pem = certs.cert_pem(ca_cert)
-    ca_path = kit / CA_FILE
+    ca_pem, ca_path = certs.cert_pem(ca_cert), kit / CA_FILE
     if not ca_path.exists() or ca_path.read_bytes() != ca_pem:
         certs.write_public(ca_path, ca_pem, overwrite=True)
-    conn_path, conn = kit / CONNECTION_FILE, connection_json(project, identity)
+    conn_path, conn = kit / CONNECTION_FILE, connection_json(project, plan.identity)
     if not conn_path.exists() or conn_path.read_bytes() != conn:
-        if state == "kept" and conn_path.exists():
+        if state == "kept":
             state = "config-updated"
         certs.write_public(conn_path, conn, overwrite=True)
-    return KitResult(identity, kit, state)
+    return KitResult(plan.identity, kit, state)
 
 
 def provision(
@@ -186,18 +196,39 @@ def provision(
     *,
     force: bool = False,
 ) -> ProvisionResult:
-    """Create or extend the CA and startup kits for ``project_file`` under ``out_dir``."""
+    """Create or extend the CA and startup kits for ``project_file`` under ``out_dir``.
+
+    Everything is checked before anything is written: on an error the output
+    directory is left as it was.
+    """
     project = project_file if isinstance(project_file, Project) else load_project(project_file)
     out = Path(out_dir)
+    ca_key, ca_cert, problem = _load_ca(out, project) if out.exists() else (None, None, None)
+    if problem is not None and not force:
+        raise ProvisionError(
+            f"{problem}; use another output directory or force (--force) to replace it"
+        )
+    ca_state = "kept"
+    if ca_cert is None:
+        ca_state = "replaced" if problem else "created"
+        ca_key, ca_cert = certs.make_ca(project.name)
+    plans = [_plan_kit(out, project, identity, ca_cert) for identity in project.participants]
+    problems = [p.problem for p in plans if p.problem]
+    if problems and not force:
+        raise ProvisionError(
+            "; ".join(problems) + "; remove those folders or force (--force) to reissue them"
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ProvisionError(f"cannot create output directory {out}: {exc}") from exc
-    ca_key, ca_cert, ca_state = _ensure_ca(out, project, force)
-    kits = tuple(
-        _ensure_kit(out, project, identity, ca_key, ca_cert, force)
-        for identity in project.participants
-    )
+    if ca_state != "kept":
+        ca_dir = out / CA_DIR
+        certs.make_private_dir(ca_dir)
+        replace = ca_state == "replaced"
+        certs.write_private(ca_dir / CA_KEY, certs.key_pem(ca_key), overwrite=replace)
+        certs.write_public(ca_dir / CA_CERT, certs.cert_pem(ca_cert), overwrite=replace)
+    kits = tuple(_apply_kit(plan, project, ca_key, ca_cert) for plan in plans)
     return ProvisionResult(project, out, ca_state, kits)
 
 
