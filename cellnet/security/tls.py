@@ -18,6 +18,7 @@ import datetime as dt
 import os
 import ssl
 from collections.abc import Iterable
+from pathlib import Path
 
 from cryptography import x509
 
@@ -111,7 +112,7 @@ def _trusted(ca: object) -> list[x509.Certificate]:
     if isinstance(ca, StartupKit):
         return [load_certificate(ca.ca_path.read_bytes())]
     if isinstance(ca, os.PathLike):
-        return [load_certificate(open(ca, "rb").read())]
+        return [load_certificate(Path(ca).read_bytes())]
     if isinstance(ca, x509.Certificate | bytes | str):
         return [load_certificate(ca)]
     if isinstance(ca, Iterable):
