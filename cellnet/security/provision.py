@@ -220,15 +220,15 @@ def provision(
         )
     try:
         out.mkdir(parents=True, exist_ok=True)
+        if ca_state != "kept":
+            ca_dir = out / CA_DIR
+            certs.make_private_dir(ca_dir)
+            replace = ca_state == "replaced"
+            certs.write_private(ca_dir / CA_KEY, certs.key_pem(ca_key), overwrite=replace)
+            certs.write_public(ca_dir / CA_CERT, certs.cert_pem(ca_cert), overwrite=replace)
+        kits = tuple(_apply_kit(plan, project, ca_key, ca_cert) for plan in plans)
     except OSError as exc:
-        raise ProvisionError(f"cannot create output directory {out}: {exc}") from exc
-    if ca_state != "kept":
-        ca_dir = out / CA_DIR
-        certs.make_private_dir(ca_dir)
-        replace = ca_state == "replaced"
-        certs.write_private(ca_dir / CA_KEY, certs.key_pem(ca_key), overwrite=replace)
-        certs.write_public(ca_dir / CA_CERT, certs.cert_pem(ca_cert), overwrite=replace)
-    kits = tuple(_apply_kit(plan, project, ca_key, ca_cert) for plan in plans)
+        raise ProvisionError(f"cannot write the startup kits under {out}: {exc}") from exc
     return ProvisionResult(project, out, ca_state, kits)
 
 

@@ -193,6 +193,37 @@ def test_incomplete_ca_is_refused(make_project, tmp_path):
         provision(make_project(), out)
 
 
+def test_kits_without_their_ca_are_refused_unless_forced(make_project, tmp_path):
+    out = tmp_path / "out"
+    provision(make_project(), out)
+    for f in (out / "ca").iterdir():
+        f.unlink()
+    with pytest.raises(ProvisionError, match="issued by a different CA"):
+        provision(make_project(), out)
+    assert not list((out / "ca").iterdir())
+    result = provision(make_project(), out, force=True)
+    assert result.ca_state == "created" and result.names("reissued") == tuple(NAMES)
+
+
+def test_unreadable_key_is_refused_unless_forced(make_project, tmp_path):
+    out = tmp_path / "out"
+    provision(make_project(), out)
+    (out / "site-1" / "key.pem").write_bytes(b"not a key")
+    with pytest.raises(ProvisionError, match=r"site-1.*cannot load private key"):
+        provision(make_project(), out)
+    (out / "site-1" / "cert.pem").unlink()  # an interrupted kit with a broken key
+    with pytest.raises(ProvisionError, match="cannot load private key"):
+        provision(make_project(), out)
+    assert provision(make_project(), out, force=True).names("reissued") == ("site-1",)
+    assert _mode(out / "site-1" / "key.pem") == 0o600
+
+
+def test_output_path_that_is_a_file_is_a_provision_error(make_project, tmp_path):
+    (tmp_path / "out").write_text("")
+    with pytest.raises(ProvisionError, match="cannot write the startup kits"):
+        provision(make_project(), tmp_path / "out")
+
+
 def test_interrupted_kit_is_completed_with_its_existing_key(make_project, tmp_path):
     out = tmp_path / "out"
     provision(make_project(), out)
