@@ -88,7 +88,8 @@ def identity_from_cert(cert: x509.Certificate | bytes | str) -> Identity:
         ext = cert.extensions.get_extension_for_oid(KIND_OID)
     except x509.ExtensionNotFound:
         raise AuthError("certificate carries no cellnet kind extension") from None
-    assert isinstance(ext.value, x509.UnrecognizedExtension)
+    if not isinstance(ext.value, x509.UnrecognizedExtension):
+        raise AuthError("certificate kind extension has an unexpected type")
     kind = decode_kind(ext.value.value)
     subject = cert.subject
     name = _single(subject, NameOID.COMMON_NAME, "CN")
