@@ -82,3 +82,40 @@ class FrameChecksumError(RemoteProtocolError, ChecksumError):
 
 class FrameTooLargeError(RemoteProtocolError, LimitExceededError):
     """A received frame declares a length above the configured limit."""
+
+
+class ProvisionError(CellnetError, ValueError):
+    """A project file, an output directory or a startup kit is invalid or inconsistent."""
+
+
+class AuthError(CellnetError):
+    """A peer could not be authenticated; subclasses say which check failed.
+
+    ``verify_code`` is OpenSSL's verification code when one is known and
+    ``by_peer`` is true when the *peer* rejected *our* certificate.
+    """
+
+    def __init__(self, message: str, *, verify_code: int | None = None, by_peer: bool = False):
+        super().__init__(message)
+        self.verify_code = verify_code
+        self.by_peer = by_peer
+
+
+class CertificateExpiredError(AuthError):
+    """A certificate's validity ended before now."""
+
+
+class CertificateNotYetValidError(AuthError):
+    """A certificate's validity starts after now (often a clock problem)."""
+
+
+class UnknownCAError(AuthError):
+    """A certificate was not issued by this project's CA."""
+
+
+class MissingCertificateError(AuthError):
+    """The peer presented no certificate although mutual TLS requires one."""
+
+
+class IdentityMismatchError(AuthError):
+    """The name (or kind) a peer announces is not the one its certificate carries."""
