@@ -40,12 +40,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    sys.argv = [str(script), *args.bench_args]
+    sys.argv = ["cellnet bench", *args.bench_args]
     try:
         runpy.run_path(str(script), run_name="__main__")
     except SystemExit as exc:
         return int(exc.code or 0)
     return 0
+
+
+def _cmd_provision(args: argparse.Namespace) -> int:
+    """Make a project CA and startup kits (cellnet.security.provision_main)."""
+    from cellnet.security import provision_main
+
+    return provision_main(args.provision_args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,10 +74,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("bench_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_bench)
+    p = sub.add_parser(
+        "provision",
+        help="create a project CA and one startup kit per participant from a TOML project file",
+        description="cellnet provision <project.toml> -o <dir> [--force]",
+        add_help=False,
+    )
+    p.add_argument("provision_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_provision)
     return parser
 
 
+#: Subcommands that own their argument parsing; ``main`` hands them the rest of argv.
+_PASS_THROUGH = {"bench": ("bench_args", _cmd_bench), "provision": ("provision_args", _cmd_provision)}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _PASS_THROUGH:
+        dest, func = _PASS_THROUGH[argv[0]]
+        return func(argparse.Namespace(**{dest: argv[1:]}))
     args = build_parser().parse_args(argv)
     return args.func(args)
 
