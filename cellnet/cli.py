@@ -31,7 +31,7 @@ def _find_bench() -> pathlib.Path | None:
     return None
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
+def _cmd_bench(argv: list[str]) -> int:
     """Run the benchmark programs of the source checkout (bench/run.py)."""
     script = _find_bench()
     if script is None:
@@ -40,7 +40,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    sys.argv = ["cellnet bench", *args.bench_args]
+    sys.argv = ["cellnet bench", *argv]
     try:
         runpy.run_path(str(script), run_name="__main__")
     except SystemExit as exc:
@@ -48,11 +48,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_provision(args: argparse.Namespace) -> int:
+def _cmd_provision(argv: list[str]) -> int:
     """Make a project CA and startup kits (cellnet.security.provision_main)."""
     from cellnet.security import provision_main
 
-    return provision_main(args.provision_args)
+    return provision_main(argv)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,35 +65,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="show the version, native build and CPU features")
     p.set_defaults(func=_cmd_info)
 
-    p = sub.add_parser(
+    # bench and provision parse their own arguments (see main); listed here for --help.
+    sub.add_parser(
         "bench",
         help="run the benchmarks (bench/run.py) and print our figures beside the machine's",
         description="Run bench/run.py of the source checkout; arguments are passed on "
         "(e.g. --quick, --only pack crc, --json PATH).",
         add_help=False,
     )
-    p.add_argument("bench_args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_cmd_bench)
-    p = sub.add_parser(
+    sub.add_parser(
         "provision",
         help="create a project CA and one startup kit per participant from a TOML project file",
         description="cellnet provision <project.toml> -o <dir> [--force]",
         add_help=False,
     )
-    p.add_argument("provision_args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_cmd_provision)
     return parser
 
 
 #: Subcommands that own their argument parsing; ``main`` hands them the rest of argv.
-_PASS_THROUGH = {"bench": ("bench_args", _cmd_bench), "provision": ("provision_args", _cmd_provision)}
+_PASS_THROUGH = {"bench": _cmd_bench, "provision": _cmd_provision}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in _PASS_THROUGH:
-        dest, func = _PASS_THROUGH[argv[0]]
-        return func(argparse.Namespace(**{dest: argv[1:]}))
+        return _PASS_THROUGH[argv[0]](argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 
