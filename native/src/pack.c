@@ -141,9 +141,8 @@ static int parse(const unsigned char *b, uint64_t len, const lims *L, cn_pack_in
         const unsigned char *e = b + HDR_LEN + i * ENTRY_LEN;
         uint64_t data_off = rd(e, 8), nbytes = rd(e + 8, 8), name_off = rd(e + 16, 8);
         uint64_t name_len = rd(e + 24, 4), dtype = rd(e + 32, 1), ndim = rd(e + 33, 1);
-        size_t size = cn_dtype_size((int)dtype);
-        if (!size) return CN_E_DTYPE;
-        if (!is_zero(e + 34, 6) || ndim > CN_PACK_MAX_NDIM) return CN_E_FORMAT;
+        size_t size = cn_dtype_size((int)dtype); /* unknown dtype: malformed input */
+        if (!size || !is_zero(e + 34, 6) || ndim > CN_PACK_MAX_NDIM) return CN_E_FORMAT;
         if (ndim > L->ndim || name_len > L->name_len) return CN_E_LIMIT;
         if (ndim > n_dims - dim_cursor) return CN_E_FORMAT;
         const unsigned char *dims = b + HDR_LEN + n * ENTRY_LEN + dim_cursor * 8;
