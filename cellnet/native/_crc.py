@@ -9,6 +9,8 @@ from cellnet.native._status import check
 
 def crc32c(data, crc: int = 0) -> int:
     """CRC32C of ``data`` (any contiguous buffer), continuing from ``crc``."""
+    if type(data) is bytes:  # cffi passes bytes straight through: skips from_buffer
+        return lib.cn_crc32c(crc, data, len(data))
     buf = ffi.from_buffer(data)
     return lib.cn_crc32c(crc, buf, len(buf))
 

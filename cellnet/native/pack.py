@@ -201,6 +201,18 @@ def _decode_meta(raw: memoryview) -> dict:
     return meta
 
 
+def _entry_dtype() -> np.dtype:
+    """numpy view of ``cn_pack_entry`` (offsets taken from the compiled struct)."""
+    fields = {"name_off": "<u8", "name_len": "<u4", "dtype": "<i4", "ndim": "<u4",
+              "data_off": "<u8", "nbytes": "<u8", "shape": ("<u8", lib.CN_PACK_MAX_NDIM)}
+    return np.dtype({"names": list(fields), "formats": list(fields.values()),
+                     "offsets": [ffi.offsetof("cn_pack_entry", f) for f in fields],
+                     "itemsize": ffi.sizeof("cn_pack_entry")})
+
+
+_ENTRY = _entry_dtype()
+
+
 class TensorPack(Mapping[str, np.ndarray]):
     """A decoded pack: read-only numpy views over the pack's buffer, plus ``meta``."""
 
@@ -208,26 +220,31 @@ class TensorPack(Mapping[str, np.ndarray]):
         self._view = view
         self._index: dict[str, int] = {}
         self._arrays: list[np.ndarray] = []
-        self._codes: list[int] = []
         self.meta = meta
-        for i in range(n):
-            e = entries[i]
+        table = np.frombuffer(ffi.buffer(entries), dtype=_ENTRY, count=n)
+        self._codes: list[int] = table["dtype"].tolist()
+        head = bytes(view[: int(table["data_off"].min(initial=view.nbytes))])
+        rows = zip(table["name_off"].tolist(), table["name_len"].tolist(),
+                   table["ndim"].tolist(), table["data_off"].tolist(),
+                   table["shape"][:, : int(table["ndim"].max(initial=0))].tolist(),
+                   self._codes, strict=True)
+        by_code = {code: dtypes.from_cn(code) for code in set(self._codes)}
+        # A read-only uint8 array as the base: numpy then refuses to make views writable
+        # (an ndarray built straight on the memoryview would unwrap it to a writable object).
+        base = np.frombuffer(view, dtype=np.uint8)
+        for i, (name_off, name_len, ndim, data_off, shape, code) in enumerate(rows):
             try:
-                name = bytes(view[e.name_off : e.name_off + e.name_len]).decode("utf-8")
+                name = head[name_off : name_off + name_len].decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise CorruptDataError(f"tensor {i} has a name that is not UTF-8") from exc
             if name in self._index:
                 raise CorruptDataError(f"tensor name {name!r} appears twice")
-            dt = dtypes.from_cn(e.dtype)
-            shape = tuple(e.shape[0 : e.ndim])
             try:
-                arr = np.frombuffer(view, dtype=dt, count=e.nbytes // dt.itemsize,
-                                    offset=e.data_off).reshape(shape)
-            except (ValueError, OverflowError) as exc:  # e.g. empty with dims numpy rejects
-                raise CorruptDataError(f"tensor {name!r}: shape {shape}: {exc}") from exc
+                arr = np.ndarray(shape[:ndim], by_code[code], buffer=base, offset=data_off)
+            except (ValueError, TypeError, OverflowError) as exc:  # dims numpy cannot hold
+                raise CorruptDataError(f"tensor {name!r}: shape {shape[:ndim]}: {exc}") from exc
             self._index[name] = i
             self._arrays.append(arr)
-            self._codes.append(e.dtype)
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self._arrays[self._index[name]]

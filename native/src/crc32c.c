@@ -21,7 +21,8 @@
  * the comment below and are checked against the portable path by the tests.
  *
  * cn_copy_crc32c loads each source cache line once, stores it to dst and folds
- * it in the same loop.  Large copies (>= CN_NT_THRESHOLD) use non-temporal
+ * it in the same loop.  Large copies (>= CN_NT_THRESHOLD, or when the caller
+ * knows the whole job is large, as the pack writer does) use non-temporal
  * stores on a 64-byte aligned destination (head and tail done by scalar code),
  * then sfence: the destination is not read back soon, and skipping the
  * read-for-ownership of each line is what lets copy+CRC run at memcpy speed.
@@ -31,8 +32,6 @@
 #include "internal.h"
 
 #define POLY 0x82f63b78u
-/* Copies at least this long use non-temporal stores (bigger than L2). */
-#define CN_NT_THRESHOLD ((size_t)4 << 20)
 
 /* ------------------------------------------------------------- portable */
 static uint32_t g_table[8][256];
@@ -252,8 +251,9 @@ __attribute__((target(TGT_512))) static uint32_t crc_avx512(uint32_t c, const un
 }
 
 __attribute__((target(TGT_512))) static uint32_t copy_avx512(uint32_t c, unsigned char *d,
-                                                             const unsigned char *s, size_t n) {
-    if (n < CN_NT_THRESHOLD) return fold_avx512(c, s, d, n, ST_PLAIN);
+                                                             const unsigned char *s, size_t n,
+                                                             int stream) {
+    if (!stream) return fold_avx512(c, s, d, n, ST_PLAIN);
     size_t head = (size_t)(-(uintptr_t)d & 63);
     c = copy_sse42(c, d, s, head);
     c = fold_avx512(c, s + head, d + head, n - head, ST_STREAM);
@@ -331,6 +331,10 @@ const char *cn_crc32c_impl(void) {
 }
 
 int cn_copy_crc32c(void *dst, const void *src, size_t n, uint32_t *crc) {
+    return cn__copy_crc32c(dst, src, n, crc, n >= CN_NT_THRESHOLD);
+}
+
+int cn__copy_crc32c(void *dst, const void *src, size_t n, uint32_t *crc, int stream) {
     if (!crc || ((!dst || !src) && n)) return CN_E_INVAL;
     if (!n) return CN_OK;
     unsigned char *d = (unsigned char *)dst;
@@ -339,8 +343,8 @@ int cn_copy_crc32c(void *dst, const void *src, size_t n, uint32_t *crc) {
     int impl = pick();
     uint32_t c = ~*crc;
 #if defined(CN_X86)
-    if (impl == IMPL_AVX512 && n >= 512) {
-        *crc = ~copy_avx512(c, d, s, n);
+    if (impl == IMPL_AVX512 && n >= 512) { /* >= 256 after aligning dst */
+        *crc = ~copy_avx512(c, d, s, n, stream);
         return CN_OK;
     }
 #endif

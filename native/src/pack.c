@@ -325,7 +325,8 @@ int cn_pack_write(cn_pack_item *items, size_t n, const void *meta, size_t meta_l
         if (!copy_data) {
             c = cn_crc32c(0, it->data, (size_t)it->nbytes);
         } else {
-            st = cn_copy_crc32c(b + it->data_off, it->data, (size_t)it->nbytes, &c);
+            st = cn__copy_crc32c(b + it->data_off, it->data, (size_t)it->nbytes, &c,
+                                 lay.total_len >= CN_NT_THRESHOLD);
             if (st < 0) return st;
             uint64_t end = it->data_off + it->nbytes;
             uint64_t next = i + 1 < n ? items[i + 1].data_off : lay.total_len;

@@ -96,7 +96,25 @@ static void test_crc(void) {
     }
 }
 
+/* Large copies take the non-temporal store path: check it at odd alignments. */
+static void test_copy_large(void) {
+    size_t n = (size_t)5 << 20;
+    unsigned char *src = malloc(n + 64), *dst = malloc(n + 128);
+    if (!src || !dst) { failures++; free(src); free(dst); return; }
+    for (size_t i = 0; i < n + 64; i++) src[i] = (unsigned char)rnd();
+    for (size_t doff = 0; doff < 3; doff++) {
+        memset(dst, 0xee, n + 128);
+        uint32_t c = 5, want = cn_crc32c_portable(5, src + 3, n - doff);
+        EXPECT(cn_copy_crc32c(dst + 1 + doff * 31, src + 3, n - doff, &c) == CN_OK, "large");
+        EXPECT(c == want && memcmp(dst + 1 + doff * 31, src + 3, n - doff) == 0, "large copy");
+        EXPECT(dst[doff * 31] == 0xee && dst[1 + doff * 31 + n - doff] == 0xee, "bounds");
+    }
+    free(src);
+    free(dst);
+}
+
 int main(void) {
+    test_copy_large();
     test_crc();
     static unsigned char pack[4096];
     uint64_t total = 0;
