@@ -74,14 +74,17 @@ size_t cn_dtype_size(int dtype);
 
 /* ----------------------------------------------------------------- CRC32C */
 /* CRC32C (Castagnoli, reflected, as in iSCSI/ext4) of data, continuing from
- * crc (pass 0 to start).  Uses SSE4.2/PCLMUL or ARMv8 CRC when present. */
+ * crc (pass 0 to start).  Uses AVX-512 VPCLMULQDQ, SSE4.2/PCLMUL or ARMv8 CRC
+ * when present (runtime dispatch). */
 uint32_t cn_crc32c(uint32_t crc, const void *data, size_t n);
 /* The table-driven portable version, for tests and as the fallback. */
 uint32_t cn_crc32c_portable(uint32_t crc, const void *data, size_t n);
 /* Name of the implementation cn_crc32c dispatches to right now. */
 const char *cn_crc32c_impl(void);
 /* Copy n bytes src -> dst and return the CRC32C of them in *crc (continuing
- * from its input value) in one pass over src.  Buffers must not overlap. */
+ * from its input value) in one pass over src.  Overlapping buffers are
+ * CN_E_INVAL.  Large copies (>= 4 MiB) use non-temporal stores, so dst is
+ * not left in cache. */
 int cn_copy_crc32c(void *dst, const void *src, size_t n, uint32_t *crc);
 
 /* ------------------------------------------------------------ tensor pack */
