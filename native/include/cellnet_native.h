@@ -74,14 +74,17 @@ size_t cn_dtype_size(int dtype);
 
 /* ----------------------------------------------------------------- CRC32C */
 /* CRC32C (Castagnoli, reflected, as in iSCSI/ext4) of data, continuing from
- * crc (pass 0 to start).  Uses SSE4.2/PCLMUL or ARMv8 CRC when present. */
+ * crc (pass 0 to start).  Uses AVX-512 VPCLMULQDQ, SSE4.2/PCLMUL or ARMv8 CRC
+ * when present (runtime dispatch). */
 uint32_t cn_crc32c(uint32_t crc, const void *data, size_t n);
 /* The table-driven portable version, for tests and as the fallback. */
 uint32_t cn_crc32c_portable(uint32_t crc, const void *data, size_t n);
 /* Name of the implementation cn_crc32c dispatches to right now. */
 const char *cn_crc32c_impl(void);
 /* Copy n bytes src -> dst and return the CRC32C of them in *crc (continuing
- * from its input value) in one pass over src.  Buffers must not overlap. */
+ * from its input value) in one pass over src.  Overlapping buffers are
+ * CN_E_INVAL.  Large copies (>= 4 MiB) use non-temporal stores, so dst is
+ * not left in cache. */
 int cn_copy_crc32c(void *dst, const void *src, size_t n, uint32_t *crc);
 
 /* ------------------------------------------------------------ tensor pack */
@@ -95,6 +98,10 @@ int cn_copy_crc32c(void *dst, const void *src, size_t n, uint32_t *crc);
  */
 #define CN_PACK_ALIGN     64
 #define CN_PACK_MAX_NDIM  64
+/* Limits cn_pack_open applies when given NULL (or a zero field). */
+#define CN_PACK_DEFAULT_MAX_TENSORS   (1u << 20)
+#define CN_PACK_DEFAULT_MAX_NAME_LEN  65535u
+#define CN_PACK_DEFAULT_MAX_META_LEN  (64ull << 20)
 
 typedef struct cn_pack_item {
     /* in */
@@ -111,11 +118,13 @@ typedef struct cn_pack_item {
 } cn_pack_item;
 
 /* Validate items and lay the pack out: sets nbytes/data_off of every item,
- * *head_len (bytes before the first tensor's data) and *total_len. */
+ * *head_len (bytes before the first tensor's data) and *total_len.
+ * CN_E_DTYPE: unknown dtype; CN_E_LIMIT: ndim > CN_PACK_MAX_NDIM or a size
+ * overflows; CN_E_INVAL: NULL name/shape with a nonzero length. */
 int cn_pack_plan(cn_pack_item *items, size_t n, size_t meta_len,
                  uint64_t *head_len, uint64_t *total_len);
 
-/* Write a planned pack.  copy_data != 0: write the whole pack into buf
+/* Write a pack (plans it again itself; nothing is written on error).  copy_data != 0: write the whole pack into buf
  * (cap >= total_len), copying and checksumming tensor data in one pass.
  * copy_data == 0: write only the head (cap >= head_len), checksumming the
  * tensors in place; the caller sends head, then each tensor's bytes followed
@@ -123,6 +132,8 @@ int cn_pack_plan(cn_pack_item *items, size_t n, size_t meta_len,
 int cn_pack_write(cn_pack_item *items, size_t n, const void *meta, size_t meta_len,
                   void *buf, uint64_t cap, int copy_data);
 
+/* A zero field means "the default" (CN_PACK_DEFAULT_*; max_ndim:
+ * CN_PACK_MAX_NDIM; max_total_len: none). */
 typedef struct cn_pack_limits {
     uint32_t max_tensors;
     uint32_t max_ndim;      /* <= CN_PACK_MAX_NDIM */
@@ -157,14 +168,19 @@ size_t cn_pack_header_len(void);
 /* Read and fully validate the head of a pack (magic, version, head CRC,
  * every entry: dtype, ndim, shape product vs nbytes, alignment, ranges,
  * overlaps, name and metadata ranges) against len and limits (NULL: the
- * defaults).  Does not read tensor data.  Only len bytes are touched. */
+ * defaults).  Does not read tensor data.  Only len bytes are touched.
+ * When the head is valid but len < total_len, *info is filled and the result
+ * is CN_E_TRUNCATED: a receiver can open the head before the data arrives. */
 int cn_pack_open(const void *buf, uint64_t len, const cn_pack_limits *limits,
                  cn_pack_info *info);
 
-/* Copy the entry table of an opened pack into out[0..n) (n >= n_tensors). */
+/* Validate the head (structure only, no limits) and copy the entry table
+ * into out[0..n) (n >= n_tensors, else CN_E_NOSPACE).  Needs only the head
+ * (len >= head_len); unused shape slots are zero. */
 int cn_pack_entries(const void *buf, uint64_t len, cn_pack_entry *out, size_t n);
 
-/* Check the data CRC of tensor i (i < 0: every tensor). */
+/* Validate the head and check the data CRC of tensor i (i < 0: every
+ * tensor).  len must cover total_len.  CN_E_INVAL: i >= n_tensors. */
 int cn_pack_verify(const void *buf, uint64_t len, int64_t i);
 
 /* ------------------------------------------------------------ aggregation */
