@@ -82,3 +82,7 @@ class FrameChecksumError(RemoteProtocolError, ChecksumError):
 
 class FrameTooLargeError(RemoteProtocolError, LimitExceededError):
     """A received frame declares a length above the configured limit."""
+
+
+class FrameFormatError(RemoteProtocolError):
+    """A received frame has a bad magic, an unknown version or type, or reserved bits set."""

@@ -1,0 +1,30 @@
+"""Sans-IO wire layer: frame format, incremental decoder and the Message codec (no sockets)."""
+
+from __future__ import annotations
+
+from cellnet.wire.decoder import CLOSED, LARGE_PAYLOAD, NEED_DATA, FrameDecoder
+from cellnet.wire.frame import (
+    MAGIC,
+    PREFIX_SIZE,
+    VERSION,
+    Frame,
+    FrameFlags,
+    FrameType,
+    encode_frame,
+)
+from cellnet.wire.limits import WireLimits
+
+__all__ = [
+    "CLOSED",
+    "LARGE_PAYLOAD",
+    "MAGIC",
+    "NEED_DATA",
+    "PREFIX_SIZE",
+    "VERSION",
+    "Frame",
+    "FrameDecoder",
+    "FrameFlags",
+    "FrameType",
+    "WireLimits",
+    "encode_frame",
+]
