@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from cellnet.wire.codec import (
+    decode_batch,
+    decode_message,
+    decode_messages,
+    encode_batch,
+    encode_message,
+)
 from cellnet.wire.decoder import CLOSED, LARGE_PAYLOAD, NEED_DATA, FrameDecoder
 from cellnet.wire.frame import (
     MAGIC,
@@ -26,5 +33,10 @@ __all__ = [
     "FrameFlags",
     "FrameType",
     "WireLimits",
+    "decode_batch",
+    "decode_message",
+    "decode_messages",
+    "encode_batch",
     "encode_frame",
+    "encode_message",
 ]

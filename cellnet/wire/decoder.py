@@ -47,6 +47,7 @@ from cellnet.errors import (
 from cellnet.native import copy_crc32c, crc32c
 from cellnet.wire._cbor import loads_exact
 from cellnet.wire.frame import (
+    _FLAG_VALUES,
     BATCH_COUNT,
     KNOWN_FLAGS,
     MAGIC,
@@ -88,7 +89,6 @@ PayloadAllocator = Callable[[FrameType, FrameFlags, dict, int], Any]
 _PREFIX, _HEADERS, _PAYLOAD, _CLOSED = range(4)
 _TENSOR = int(FrameFlags.TENSOR_PAYLOAD)
 _TYPES = {int(t): t for t in FrameType}
-_FLAGS = {v: FrameFlags(v) for v in range(KNOWN_FLAGS + 1) if not v & ~KNOWN_FLAGS}
 
 
 class FrameDecoder:
@@ -256,7 +256,7 @@ class FrameDecoder:
                 f"frame payload of {plen} bytes exceeds the limit of {limits.max_payload_bytes}"
             )
         self._type = _TYPES[ftype]
-        self._flags = _FLAGS[flags]
+        self._flags = _FLAG_VALUES[flags]
         self._flag_bits = flags
         self._hlen, self._hcrc, self._plen, self._pcrc = hlen, hcrc, plen, pcrc
 

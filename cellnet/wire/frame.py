@@ -90,6 +90,7 @@ class FrameFlags(enum.IntFlag):
 
 KNOWN_FLAGS = int(FrameFlags.TENSOR_PAYLOAD | FrameFlags.NO_PAYLOAD)
 _TYPES = {int(t): t for t in FrameType}
+_FLAG_VALUES = {v: FrameFlags(v) for v in range(KNOWN_FLAGS + 1) if not v & ~KNOWN_FLAGS}
 
 
 def _frame_type(value: Any) -> FrameType:
@@ -102,16 +103,21 @@ def _frame_type(value: Any) -> FrameType:
 
 
 def _flags(value: Any) -> FrameFlags:
-    if not isinstance(value, int) or isinstance(value, bool) or value & ~KNOWN_FLAGS:
+    if type(value) is FrameFlags:
+        return value
+    flags = _FLAG_VALUES.get(value) if type(value) is int else None
+    if flags is None:
         raise LocalProtocolError(f"invalid frame flags {value!r}")
-    return FrameFlags(value)
+    return flags
 
 
 def _check_headers(headers: Any) -> None:
     if not isinstance(headers, dict):
         raise LocalProtocolError(f"frame headers must be a dict, got {type(headers).__name__}")
+    if all(type(key) is str for key in headers):
+        return
     for key in headers:
-        if type(key) is not str and not isinstance(key, str):
+        if not isinstance(key, str):
             raise LocalProtocolError(f"header names must be str, got {key!r}")
 
 
