@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cellnet.wire.buffers import PayloadPool
 from cellnet.wire.codec import (
     decode_batch,
     decode_message,
@@ -32,6 +33,7 @@ __all__ = [
     "FrameDecoder",
     "FrameFlags",
     "FrameType",
+    "PayloadPool",
     "WireLimits",
     "decode_batch",
     "decode_message",
