@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import drain
+from wire_helpers import drain
 
 from cellnet.message import Message
 from cellnet.wire import (

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import cbor2
 import numpy as np
 import pytest
-from conftest import drain
+from wire_helpers import drain
 
 from cellnet.errors import CorruptDataError, LocalProtocolError, RemoteProtocolError
 from cellnet.message import Message

@@ -8,9 +8,9 @@ import tracemalloc
 import cbor2
 import numpy as np
 import pytest
-from conftest import drain, make_prefix
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from wire_helpers import drain, make_prefix
 
 from cellnet.errors import (
     FrameChecksumError,

@@ -1,10 +1,8 @@
-"""Helpers for the wire tests: hand-built prefixes and a drain loop over a decoder."""
+"""Helpers for the wire tests (a uniquely named module, not conftest): prefixes, drain loop."""
 
 from __future__ import annotations
 
 import struct
-
-import pytest
 
 from cellnet.native import crc32c
 from cellnet.wire import CLOSED, NEED_DATA
@@ -37,7 +35,3 @@ def drain(decoder) -> list:
             return out
         out.append(f)
 
-
-@pytest.fixture
-def prefix():
-    return make_prefix
