@@ -119,3 +119,7 @@ class MissingCertificateError(AuthError):
 
 class IdentityMismatchError(AuthError):
     """The name (or kind) a peer announces is not the one its certificate carries."""
+
+
+class FrameFormatError(RemoteProtocolError):
+    """A received frame has a bad magic, an unknown version or type, or reserved bits set."""

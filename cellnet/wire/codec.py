@@ -1,0 +1,175 @@
+"""Message <-> frame codec: one Message per MESSAGE frame, many small ones per BATCH frame.
+
+A MESSAGE frame carries the message's headers as the frame headers and its
+payload as the frame payload, untouched.  The payload's shape is in the frame
+flags: ``NO_PAYLOAD`` for ``None`` (so ``b""`` and ``None`` stay distinct) and
+``TENSOR_PAYLOAD`` for a mapping of arrays, sent as the native tensor pack's
+segments (no copy on the way out) and decoded as zero-copy views over the
+received buffer.
+
+A BATCH frame has the header ``{"count": n}`` and a payload that is one CBOR
+array of ``n`` items ``[headers, kind, body]`` -- kind 0: no payload (body
+null), 1: bytes, 2: tensor pack bytes.  Batches are for small messages (bulk
+fire-and-forget), so copying their payloads into the CBOR is cheaper than
+framing each one.
+
+The tensor pack codec is ``cellnet.native.pack``; it is imported only when a
+tensor payload is met.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import cbor2
+
+from cellnet.errors import CellnetError, LocalProtocolError, RemoteProtocolError
+from cellnet.message import Message
+from cellnet.wire._cbor import loads_exact
+from cellnet.wire.frame import (
+    BATCH_COUNT,
+    Frame,
+    FrameFlags,
+    FrameType,
+    aligned_buffer,
+    as_byte_view,
+    encode_frame,
+)
+from cellnet.wire.limits import WireLimits
+
+__all__ = ["decode_batch", "decode_message", "decode_messages", "encode_batch", "encode_message"]
+
+_KIND_NONE, _KIND_BYTES, _KIND_TENSORS = 0, 1, 2
+_NO_PAYLOAD = int(FrameFlags.NO_PAYLOAD)
+_TENSOR = int(FrameFlags.TENSOR_PAYLOAD)
+
+
+def _pack():
+    """The native tensor pack codec (looked up lazily: it is only needed for tensors)."""
+    return importlib.import_module("cellnet.native.pack")
+
+
+def _tensor_segments(tensors: Mapping) -> list:
+    try:
+        return _pack().encode_segments(tensors, getattr(tensors, "meta", None))
+    except CellnetError as exc:
+        raise LocalProtocolError(f"cannot pack tensor payload: {exc}") from exc
+
+
+def _tensors_from(data: Any, verify: bool) -> Any:
+    try:
+        return _pack().decode(data, verify=verify)
+    except CellnetError as exc:
+        raise RemoteProtocolError(f"bad tensor payload: {exc}") from exc
+
+
+def encode_message(msg: Message, *, limits: WireLimits | None = None) -> list[bytes | memoryview]:
+    """A Message as the segments of one MESSAGE frame (payload buffers are not copied)."""
+    if not isinstance(msg, Message):
+        raise TypeError(f"expected a Message, got {type(msg).__name__}")
+    payload = msg.payload
+    if payload is None:
+        flags, body = _NO_PAYLOAD, None
+    elif isinstance(payload, Mapping):
+        flags, body = _TENSOR, _tensor_segments(payload)
+    else:
+        flags, body = 0, payload
+    return encode_frame(FrameType.MESSAGE, msg.headers, body, flags=flags, limits=limits)
+
+
+def decode_message(frame: Frame, *, verify_tensors: bool = False) -> Message:
+    """The Message a MESSAGE frame carries.
+
+    A tensor payload becomes read-only numpy views over the frame's buffer.
+    The frame decoder has already checked the payload's CRC32C, so the pack's
+    own per-tensor checksums are skipped unless ``verify_tensors`` is true
+    (its structure is always validated).
+    """
+    if frame.type is not FrameType.MESSAGE:
+        raise LocalProtocolError(f"decode_message() needs a MESSAGE frame, got {frame.type.name}")
+    flags = int(frame.flags)
+    data = frame.payload
+    if flags & _NO_PAYLOAD:
+        if flags & _TENSOR or len(data):
+            raise RemoteProtocolError("a NO_PAYLOAD frame must carry no payload bytes")
+        payload: Any = None
+    elif flags & _TENSOR:
+        payload = _tensors_from(data, verify_tensors)
+    else:
+        payload = data
+    return Message._from_wire(frame.headers, payload)
+
+
+def _batch_item(msg: Message) -> list:
+    if not isinstance(msg, Message):
+        raise TypeError(f"expected a Message, got {type(msg).__name__}")
+    payload = msg.payload
+    if payload is None:
+        return [msg.headers, _KIND_NONE, None]
+    if isinstance(payload, Mapping):
+        return [msg.headers, _KIND_TENSORS, b"".join(_tensor_segments(payload))]
+    if type(payload) is not bytes:  # cbor2 writes a memoryview as an array of ints
+        payload = as_byte_view(payload).tobytes()
+    return [msg.headers, _KIND_BYTES, payload]
+
+
+def encode_batch(
+    msgs: Iterable[Message], *, limits: WireLimits | None = None
+) -> list[bytes | memoryview]:
+    """Several small Messages as the segments of one BATCH frame (order is kept)."""
+    items = [_batch_item(m) for m in msgs]
+    if not items:
+        raise LocalProtocolError("a BATCH frame needs at least one message")
+    if limits is not None and len(items) > limits.max_batch_count:
+        raise LocalProtocolError(
+            f"a batch of {len(items)} messages exceeds the limit of {limits.max_batch_count}"
+        )
+    for item in items:
+        for key in item[0]:
+            if type(key) is not str:
+                raise LocalProtocolError(f"header names must be str, got {key!r}")
+    try:
+        body = cbor2.dumps(items)
+    except Exception as exc:
+        raise LocalProtocolError(f"message headers are not CBOR-serialisable: {exc}") from exc
+    return encode_frame(FrameType.BATCH, {BATCH_COUNT: len(items)}, body, limits=limits)
+
+
+def decode_batch(frame: Frame, *, verify_tensors: bool = False) -> list[Message]:
+    """The Messages of a BATCH frame, in the order they were added."""
+    if frame.type is not FrameType.BATCH:
+        raise LocalProtocolError(f"decode_batch() needs a BATCH frame, got {frame.type.name}")
+    count = frame.headers.get(BATCH_COUNT)
+    items = loads_exact(frame.payload, "BATCH payload")
+    if type(items) is not list or len(items) != count:
+        raise RemoteProtocolError(f"BATCH payload is not an array of {count!r} items")
+    out = []
+    for i, item in enumerate(items):
+        if type(item) is not list or len(item) != 3:
+            raise RemoteProtocolError(f"BATCH item {i} is not a [headers, kind, body] array")
+        headers, kind, body = item
+        if type(kind) is not int:
+            raise RemoteProtocolError(f"BATCH item {i}: payload kind must be an int")
+        if type(headers) is not dict or any(type(k) is not str for k in headers):
+            raise RemoteProtocolError(f"BATCH item {i}: headers must be a map with text keys")
+        if kind == _KIND_NONE and body is None:
+            payload: Any = None
+        elif kind == _KIND_BYTES and type(body) is bytes:
+            payload = body
+        elif kind == _KIND_TENSORS and type(body) is bytes:
+            buf = aligned_buffer(len(body))  # tensor data must sit 64-byte aligned
+            buf[:] = body
+            payload = _tensors_from(buf, verify_tensors)
+        else:
+            raise RemoteProtocolError(f"BATCH item {i}: bad payload kind {kind!r}")
+        out.append(Message._from_wire(headers, payload))
+    return out
+
+
+def decode_messages(frame: Frame, *, verify_tensors: bool = False) -> list[Message]:
+    """The Messages a MESSAGE or BATCH frame carries (one or many)."""
+    if frame.type is FrameType.BATCH:
+        return decode_batch(frame, verify_tensors=verify_tensors)
+    return [decode_message(frame, verify_tensors=verify_tensors)]

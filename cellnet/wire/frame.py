@@ -1,0 +1,229 @@
+"""The cellnet frame: a fixed 32-byte prefix, CBOR headers, then the payload bytes.
+
+Layout (little-endian)::
+
+    offset size  field
+     0      2    magic            b"\\xce\\x11"
+     2      1    version          1
+     3      1    type             FrameType
+     4      2    flags            FrameFlags (unknown bits must be 0)
+     6      2    reserved         must be 0
+     8      4    header_len       bytes of CBOR headers that follow the prefix
+    12      4    header_crc       CRC32C of the header bytes
+    16      8    payload_len      bytes of payload that follow the headers
+    24      4    payload_crc      CRC32C of the payload bytes
+    28      4    prefix_crc       CRC32C of prefix bytes 0..27
+
+What the checksums cover, and why.  Everything is covered: the prefix, the
+headers and the payload, each by its own CRC32C, checked in that order as the
+bytes arrive.  The prefix sum comes first so a flipped bit in a length field
+is caught at once, before the receiver waits for (or sets aside room for)
+bytes that were never sent; the header sum is checked before one payload byte
+is accepted.  The payload is covered too because CRC32C runs at more than ten
+times the TLS ceiling of this machine and the receiver folds it into the one
+copy it makes anyway (``copy_crc32c``), so it costs close to nothing, while it
+catches buffer-handling bugs on our side and corruption on links that are not
+encrypted (in-process and unix-socket links).  A separate payload sum also
+lets each chunk of a stream be checked on its own.
+
+An empty header map is sent as zero header bytes.  Encoding returns a list of
+segments -- ``prefix + headers`` as one ``bytes``, then the caller's payload
+buffers unchanged -- so a large payload is never copied on the way out;
+``b"".join(segments)`` gives the frame's bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+import cbor2
+import numpy as np
+
+from cellnet.errors import LocalProtocolError
+from cellnet.native import crc32c
+from cellnet.wire.limits import HEADER_LEN_MAX, PAYLOAD_LEN_MAX, WireLimits
+
+MAGIC = b"\xce\x11"
+VERSION = 1
+
+#: The prefix without its last field (prefix_crc), which is the CRC32C of exactly these bytes.
+PREFIX_HEAD = struct.Struct("<2sBBHHIIQI")
+CRC_FIELD = struct.Struct("<I")
+PREFIX = struct.Struct("<2sBBHHIIQII")
+PREFIX_SIZE = PREFIX.size  # 32
+
+#: Header of a BATCH frame that says how many messages its payload holds
+#: (checked against the limit before the payload is received).
+BATCH_COUNT = "count"
+
+#: Alignment of payload buffers the decoder allocates (tensor data is 64-byte aligned).
+PAYLOAD_ALIGN = 64
+
+
+class FrameType(enum.IntEnum):
+    """What a frame carries; the link layer dispatches on it."""
+
+    HELLO = 1  # first frame on a link: who I am, my version and limits
+    MESSAGE = 2  # one Message
+    BATCH = 3  # several small Messages in one frame (bulk send)
+    PING = 4  # liveness probe; the peer answers PONG
+    PONG = 5
+    GOAWAY = 6  # orderly close, with a reason in the headers
+    STREAM_OPEN = 16  # a chunked stream of one large payload begins
+    STREAM_DATA = 17  # one chunk of a stream
+    STREAM_CREDIT = 18  # receiver grants the sender more chunks (flow control)
+    STREAM_END = 19  # sender finished the stream
+    STREAM_RESET = 20  # either side aborts the stream
+
+
+class FrameFlags(enum.IntFlag):
+    """Bits of the flags field; any bit not named here must be zero."""
+
+    NONE = 0
+    TENSOR_PAYLOAD = 1  # payload is a cellnet tensor pack (decoded zero-copy)
+    NO_PAYLOAD = 2  # the message's payload is None (not empty bytes)
+
+
+KNOWN_FLAGS = int(FrameFlags.TENSOR_PAYLOAD | FrameFlags.NO_PAYLOAD)
+_TYPES = {int(t): t for t in FrameType}
+_FLAG_VALUES = {v: FrameFlags(v) for v in range(KNOWN_FLAGS + 1) if not v & ~KNOWN_FLAGS}
+
+
+def _frame_type(value: Any) -> FrameType:
+    if type(value) is FrameType:
+        return value
+    try:
+        return _TYPES[value]
+    except (KeyError, TypeError):
+        raise LocalProtocolError(f"unknown frame type {value!r}") from None
+
+
+def _flags(value: Any) -> FrameFlags:
+    if type(value) is FrameFlags:
+        return value
+    flags = _FLAG_VALUES.get(value) if type(value) is int else None
+    if flags is None:
+        raise LocalProtocolError(f"invalid frame flags {value!r}")
+    return flags
+
+
+def _check_headers(headers: Any) -> None:
+    if not isinstance(headers, dict):
+        raise LocalProtocolError(f"frame headers must be a dict, got {type(headers).__name__}")
+    if all(type(key) is str for key in headers):
+        return
+    for key in headers:
+        if not isinstance(key, str):
+            raise LocalProtocolError(f"header names must be str, got {key!r}")
+
+
+def as_byte_view(data: Any, what: str = "payload") -> memoryview:
+    """A flat unsigned-byte view of any C-contiguous buffer (no copy)."""
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise LocalProtocolError(
+            f"{what} must be a bytes-like buffer, got {type(data).__name__}"
+        ) from None
+    if not view.c_contiguous:
+        raise LocalProtocolError(f"{what} buffer must be C-contiguous")
+    if view.format != "B" or view.ndim != 1:
+        view = view.cast("B")
+    return view
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Frame:
+    """One decoded (or to-be-sent) frame: type, flags, header map and payload bytes."""
+
+    type: FrameType
+    headers: dict[str, Any] = dataclasses.field(default_factory=dict)
+    payload: bytes | bytearray | memoryview = b""
+    flags: FrameFlags = FrameFlags.NONE
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "type", _frame_type(self.type))
+        object.__setattr__(self, "flags", _flags(self.flags))
+        _check_headers(self.headers)
+        as_byte_view(self.payload)
+
+    def encode(self, limits: WireLimits | None = None) -> list[bytes | memoryview]:
+        """The frame as wire segments (see :func:`encode_frame`)."""
+        return encode_frame(self.type, self.headers, self.payload, flags=self.flags, limits=limits)
+
+
+def _new_frame(ftype: FrameType, headers: dict, payload: Any, flags: FrameFlags) -> Frame:
+    """Build a Frame from parts the decoder has already validated (skips re-validation)."""
+    frame = object.__new__(Frame)
+    object.__setattr__(frame, "type", ftype)
+    object.__setattr__(frame, "headers", headers)
+    object.__setattr__(frame, "payload", payload)
+    object.__setattr__(frame, "flags", flags)
+    return frame
+
+
+def encode_headers(headers: Mapping[str, Any] | None) -> bytes:
+    """CBOR bytes of a header map (empty map -> no bytes); LocalProtocolError if impossible."""
+    if not headers:
+        return b""
+    if not isinstance(headers, dict):
+        if not isinstance(headers, Mapping):
+            raise LocalProtocolError(f"headers must be a mapping, got {type(headers).__name__}")
+        headers = dict(headers)
+    _check_headers(headers)
+    try:
+        return cbor2.dumps(headers)
+    except Exception as exc:
+        raise LocalProtocolError(f"headers are not CBOR-serialisable: {exc}") from exc
+
+
+def encode_frame(
+    ftype: FrameType | int,
+    headers: Mapping[str, Any] | None = None,
+    payload: Any = None,
+    *,
+    flags: FrameFlags | int = FrameFlags.NONE,
+    limits: WireLimits | None = None,
+) -> list[bytes | memoryview]:
+    """Encode one frame as ``[prefix + headers, *payload segments]``.
+
+    ``payload`` is ``None``, one buffer, or a list/tuple of buffers sent back to
+    back (e.g. a tensor pack's segments); the buffers are referenced, not
+    copied, so they must not change until the segments are written.  With
+    ``limits`` the frame is also checked against what the peer will accept.
+    """
+    ftype = _frame_type(ftype)
+    flags = _flags(flags)
+    hdr = encode_headers(headers)
+    if payload is None:
+        segments: list[memoryview] = []
+    elif isinstance(payload, list | tuple):
+        segments = [as_byte_view(seg) for seg in payload]
+    else:
+        segments = [as_byte_view(payload)]
+    segments = [seg for seg in segments if seg.nbytes]
+    plen = 0
+    pcrc = 0
+    for seg in segments:
+        plen += seg.nbytes
+        pcrc = crc32c(seg, pcrc)
+    max_hdr, max_pay = HEADER_LEN_MAX, PAYLOAD_LEN_MAX
+    if limits is not None:
+        max_hdr, max_pay = limits.max_header_bytes, limits.max_payload_bytes
+    if len(hdr) > max_hdr:
+        raise LocalProtocolError(f"headers take {len(hdr)} bytes, the limit is {max_hdr}")
+    if plen > max_pay:
+        raise LocalProtocolError(f"payload has {plen} bytes, the limit is {max_pay}")
+    head = PREFIX_HEAD.pack(MAGIC, VERSION, ftype, flags, 0, len(hdr), crc32c(hdr), plen, pcrc)
+    return [b"".join((head, CRC_FIELD.pack(crc32c(head)), hdr)), *segments]
+
+
+def aligned_buffer(nbytes: int, align: int = PAYLOAD_ALIGN) -> memoryview:
+    """A writable byte view of ``nbytes`` whose first byte is ``align``-byte aligned."""
+    raw = np.empty(nbytes + align, dtype=np.uint8)
+    start = -raw.ctypes.data % align
+    return memoryview(raw[start : start + nbytes])
