@@ -83,9 +83,9 @@ def test_many_equals_sequence_of_single_accumulates(seed, n, k, ad, xd):
     for x, w in zip(xs, ws, strict=True):
         agg.accumulate(seq, x, w)
     np.testing.assert_array_equal(fused, seq)
-    exact = acc.astype(np.float64) + sum(w * x.astype(np.float64) for x, w in zip(xs, ws, strict=True))
-    tol = _acc_tol(ad, xd, acc.astype(np.float64),
-                   *[w * x.astype(np.float64) for x, w in zip(xs, ws, strict=True)]) * 2
+    terms = [w * x.astype(np.float64) for x, w in zip(xs, ws, strict=True)]
+    exact = acc.astype(np.float64) + sum(terms)
+    tol = _acc_tol(ad, xd, acc.astype(np.float64), *terms) * 2
     assert np.all(np.abs(fused.astype(np.float64) - exact) <= tol)
 
 
