@@ -184,49 +184,72 @@ int cn_pack_entries(const void *buf, uint64_t len, cn_pack_entry *out, size_t n)
 int cn_pack_verify(const void *buf, uint64_t len, int64_t i);
 
 /* ------------------------------------------------------------ aggregation */
-/* acc (CN_F32 or CN_F64, n elements) += w * x (x: CN_F16/BF16/F32/F64), one pass. */
+/* Float kernels take n elements of C-contiguous, native-endian data at any
+ * alignment; n == 0 is a no-op.  Accumulators are CN_F32 or CN_F64; inputs
+ * and outputs any of CN_F16/BF16/F32/F64 (else CN_E_DTYPE).  Arithmetic is
+ * in the accumulator's precision (inputs are widened exactly; an f64 input
+ * into an f32 accumulator is first rounded to f32).  SIMD builds use FMA, so
+ * results may differ from the portable build in the last bit. */
+
+/* Most inputs the median / trimmed mean take at once. */
+#define CN_AGG_MAX_INPUTS 256
+
+/* acc += w * x, one pass.  w must be finite (else CN_E_INVAL). */
 int cn_agg_accumulate(void *acc, int acc_dtype, const void *x, int x_dtype,
                       uint64_t n, double w);
 
-/* acc += sum_k w[k] * xs[k], one pass over all k inputs at once (same dtype). */
+/* acc += sum_k w[k] * xs[k], one pass over all k inputs at once (same
+ * dtype): the accumulator is read and written once per 8 inputs. */
 int cn_agg_accumulate_many(void *acc, int acc_dtype, const void *const *xs, int x_dtype,
                            const double *w, size_t k, uint64_t n);
 
-/* out = acc / total_weight (out: CN_F16/BF16/F32/F64; out may alias acc when
- * the dtypes are equal).  total_weight must be > 0. */
+/* out = acc / total_weight, divided in the accumulator's precision, then
+ * rounded (nearest even) to out_dtype.  total_weight must be finite and > 0.
+ * out may alias acc if both start at the same address and out's element is
+ * no wider than acc's. */
 int cn_agg_finalize(const void *acc, int acc_dtype, uint64_t n, double total_weight,
                     void *out, int out_dtype);
 
-/* Coordinate-wise median of k inputs (same dtype) into out (CN_F32/F64).
- * The median of an even count is the mean of the two middle values.  A
- * coordinate with any NaN gives NaN. */
+/* Coordinate-wise median of k inputs (same dtype, 1 <= k <= CN_AGG_MAX_INPUTS),
+ * computed in double and rounded to out_dtype.  The median of an even count
+ * is the mean of the two middle values.  A coordinate with any NaN gives NaN
+ * (as np.median); infinities sort normally. */
 int cn_agg_median(const void *const *xs, int x_dtype, size_t k, uint64_t n,
                   void *out, int out_dtype);
 
 /* Coordinate-wise mean after dropping the `trim` smallest and `trim` largest
- * values (2*trim < k).  NaN as for the median. */
+ * values (2*trim < k <= CN_AGG_MAX_INPUTS).  NaN as for the median. */
 int cn_agg_trimmed_mean(const void *const *xs, int x_dtype, size_t k, size_t trim,
                         uint64_t n, void *out, int out_dtype);
 
-/* Euclidean norm of x (accumulated in double). */
+/* Euclidean norm of x, accumulated in double (f64 input whose squares would
+ * overflow or underflow is rescaled by max|x|).  NaN in x gives NaN. */
 int cn_l2_norm(const void *x, int dtype, uint64_t n, double *out);
 
-/* Scale x in place by s = min(1, max_norm / ||x||); *scale gets s. */
+/* Scale x in place by s = min(1, max_norm / ||x||) (one rounding per
+ * element); *scale gets s.  max_norm must be finite and >= 0; a non-finite
+ * norm is CN_E_INVAL and leaves x unchanged. */
 int cn_clip_norm(void *x, int dtype, uint64_t n, double max_norm, double *scale);
 
 /* ----------------------------------------------------------- quantization */
-/* Convert between float types (CN_F16/BF16/F32/F64), round to nearest even;
- * overflow to +-inf, NaN stays NaN. */
+/* Convert n values between float types (CN_F16/BF16/F32/F64) with one
+ * rounding to nearest even (f64 -> f16/bf16 too); overflow to +-inf, NaN stays
+ * NaN, subnormals exact.  src and dst must not overlap. */
 int cn_convert(const void *src, int src_dtype, void *dst, int dst_dtype, uint64_t n);
 
-/* Number of per-block scales for n values in blocks of `block`. */
+/* Number of per-block scales for n values in blocks of `block` (0 if block == 0). */
 uint64_t cn_q8_nblocks(uint64_t n, uint32_t block);
 
-/* Symmetric blockwise int8: scale_b = max|x| / 127 over block b,
- * q = round(x / scale_b).  x: CN_F16/BF16/F32/F64.  Non-finite input is
- * CN_E_INVAL.  |dequant(q) - x| <= scale_b / 2 per element. */
+/* Symmetric blockwise int8.  Values are taken as float32 (f64 rounded once);
+ * per block b of `block` values (the last may be shorter):
+ * scale_b = max|x| / 127 (float32), q = round_half_even(x * 127 / max|x|)
+ * clamped to [-127, 127]; an all-zero block has scale 0 and q = 0.
+ * |dequant(q) - x| <= scale_b / 2 (+ float32 rounding) per element.
+ * Non-finite input (or f64 beyond float32 range) is CN_E_INVAL; q and
+ * scales (cn_q8_nblocks entries) are then unspecified.  block must be > 0. */
 int cn_quantize_q8(const void *x, int x_dtype, uint64_t n, uint32_t block,
                    int8_t *q, float *scales);
+/* out = q * scale_b, in float32 (double for a CN_F64 out), rounded to out_dtype. */
 int cn_dequantize_q8(const int8_t *q, const float *scales, uint64_t n, uint32_t block,
                      void *out, int out_dtype);
 
