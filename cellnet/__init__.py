@@ -1,48 +1,128 @@
-"""cellnet: federated computing on a peer-to-peer cell network with a native hot path."""
+"""cellnet: federated computing on a peer-to-peer cell network with a native hot path.
+
+The names below are the public API (pinned by tests/test_public_api.py);
+submodules hold the rest: ``cellnet.native`` (C core), ``cellnet.wire``
+(sans-IO frames), ``cellnet.fqcn``, ``cellnet.routing``, ``cellnet.defs``
+(reference constants) and ``cellnet.security`` (provisioning, TLS).
+"""
 
 from __future__ import annotations
 
-from cellnet import errors
+from cellnet import defs, errors, fqcn, native, routing, wire
+from cellnet.defs import (
+    RC_TABLE,
+    AdminCommandNames,
+    CellReturnCode,
+    JobMetaKey,
+    ReturnCode,
+    RunStatus,
+    to_return_code,
+)
 from cellnet.errors import (
+    AuthError,
     BufferTooSmallError,
     CellnetError,
+    CertificateExpiredError,
+    CertificateNotYetValidError,
     ChecksumError,
     CorruptDataError,
     DTypeError,
     FQCNError,
+    FrameChecksumError,
+    FrameFormatError,
+    FrameTooLargeError,
+    IdentityMismatchError,
     InvalidArgumentError,
     LimitExceededError,
     LocalProtocolError,
+    MissingCertificateError,
     NativeBuildError,
     NativeError,
     ProtocolError,
+    ProvisionError,
     RemoteProtocolError,
     ShapeError,
     TruncatedError,
+    UnknownCAError,
     UnsupportedVersionError,
 )
-from cellnet.native import crc32c
+from cellnet.fqcn import agent_site_fqcn
+from cellnet.message import Message, MessageHeaderKey, MessageType, PayloadKind
+from cellnet.native import (
+    TensorPack,
+    WeightedAccumulator,
+    crc32c,
+)
+from cellnet.native import decode as decode_tensors
+from cellnet.native import encode as encode_tensors
+from cellnet.routing import MAX_HOPS, next_hop
 
 __version__ = "0.1.0"
 
+#: Submodules that do I/O (ssl, sockets, trio) load on first use, so the
+#: sans-IO core imports none of them.
+_LAZY_SUBMODULES = frozenset({"security"})
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"cellnet.{name}")
+    raise AttributeError(f"module 'cellnet' has no attribute {name!r}")
+
 __all__ = [
+    "MAX_HOPS",
+    "RC_TABLE",
+    "AdminCommandNames",
+    "AuthError",
     "BufferTooSmallError",
+    "CellReturnCode",
     "CellnetError",
+    "CertificateExpiredError",
+    "CertificateNotYetValidError",
     "ChecksumError",
     "CorruptDataError",
     "DTypeError",
     "FQCNError",
+    "FrameChecksumError",
+    "FrameFormatError",
+    "FrameTooLargeError",
+    "IdentityMismatchError",
     "InvalidArgumentError",
+    "JobMetaKey",
     "LimitExceededError",
     "LocalProtocolError",
+    "Message",
+    "MessageHeaderKey",
+    "MessageType",
+    "MissingCertificateError",
     "NativeBuildError",
     "NativeError",
+    "PayloadKind",
     "ProtocolError",
+    "ProvisionError",
     "RemoteProtocolError",
+    "ReturnCode",
+    "RunStatus",
     "ShapeError",
+    "TensorPack",
     "TruncatedError",
+    "UnknownCAError",
     "UnsupportedVersionError",
+    "WeightedAccumulator",
     "__version__",
+    "agent_site_fqcn",
     "crc32c",
+    "decode_tensors",
+    "defs",
+    "encode_tensors",
     "errors",
+    "fqcn",
+    "native",
+    "next_hop",
+    "routing",
+    "security",
+    "to_return_code",
+    "wire",
 ]
