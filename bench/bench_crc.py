@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import time
 import zlib
 
+import cffi
 import numpy as np
 from common import Row, gbps, median_time
 
@@ -56,6 +59,17 @@ def run(quick: bool = False) -> list[Row]:
     rows.append(Row("crc", "lib.cn_noop(1) call (abs target <= 1000 ns)",
                     _call_ns(lib.cn_noop, 1, calls, repeat), "ns", "python no-op call",
                     _call_ns(_py_noop, 1, calls, repeat)))
+    # Why API mode: the same trivial C call through cffi's ABI mode (dlopen of libc's abs)
+    # and through ctypes, measured in the same run.
+    abi_ffi = cffi.FFI()
+    abi_ffi.cdef("int abs(int);")
+    libc_abi = abi_ffi.dlopen(ctypes.util.find_library("c"))
+    api_ns = _call_ns(lib.cn_noop, 1, calls, repeat)
+    rows.append(Row("crc", "API-mode call vs cffi ABI-mode call (libc abs)", api_ns, "ns",
+                    "cffi ABI mode", _call_ns(libc_abi.abs, 1, calls, repeat)))
+    libc_ct = ctypes.CDLL(ctypes.util.find_library("c"))
+    rows.append(Row("crc", "API-mode call vs ctypes call (libc abs)", api_ns, "ns", "ctypes",
+                    _call_ns(libc_ct.abs, 1, calls, repeat)))
     x64 = b"x" * 64
     rows.append(Row("crc", "crc32c(b'x'*64) call", _call_ns(crc32c, x64, calls, repeat), "ns",
                     "zlib.crc32 same", _call_ns(zlib.crc32, x64, calls, repeat)))
