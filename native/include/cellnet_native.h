@@ -87,6 +87,29 @@ const char *cn_crc32c_impl(void);
  * not left in cache. */
 int cn_copy_crc32c(void *dst, const void *src, size_t n, uint32_t *crc);
 
+/* ------------------------------------------------------------ wire frame */
+/* The 32-byte frame prefix of cellnet/wire/frame.py: header_len u32 at 8,
+ * header_crc at 12, payload_len u64 at 16, payload_crc at 24 and prefix_crc
+ * (CRC32C of bytes 0..27) at 28, all little-endian. */
+#define CN_FRAME_PREFIX_SIZE 32
+/* head holds a packed prefix followed by the CBOR headers (head_len bytes in
+ * all).  Writes header_len, the header CRC, the payload CRC
+ * (cn_crc32c(payload_crc, payload, payload_len): pass the CRC of earlier
+ * payload segments, or 0) and then the prefix CRC. */
+int cn_frame_seal(void *head, size_t head_len, const void *payload, size_t payload_len,
+                  uint32_t payload_crc);
+/* Check the prefix, header and payload CRCs of the frame starting at
+ * buf + offset, of which n bytes are readable: CN_E_CHECKSUM on a mismatch
+ * (the prefix is checked before its lengths are used), CN_E_TRUNCATED if the
+ * declared frame is longer than n. */
+int cn_frame_verify(const void *buf, size_t offset, size_t n);
+/* CN_OK iff data[0..n) is exactly one well-formed CBOR data item (nesting at
+ * most CN_CBOR_MAX_DEPTH): CN_E_TRUNCATED if it ends early, CN_E_FORMAT if it
+ * is malformed or bytes follow it, CN_E_LIMIT if it nests deeper.  Nothing is
+ * decoded: this only proves where the item ends. */
+#define CN_CBOR_MAX_DEPTH 64
+int cn_cbor_check(const void *data, size_t n);
+
 /* ------------------------------------------------------------ tensor pack */
 /*
  * A pack is one contiguous byte string:
