@@ -1,11 +1,12 @@
 """Strict CBOR decoding of untrusted bytes: one complete item, nothing after it.
 
-The native ``cn_cbor_check`` proves in one pass that the bytes are exactly one
-well-formed item; then plain ``cbor2.loads`` (which ignores trailing bytes)
-decodes it.  Anything the check does not accept -- malformed, truncated,
-trailing bytes, or nested deeper than it tracks -- goes the slow way, through
-a ``CBORDecoder`` on a file object, which gives the precise error (or the
-value, if only the native depth bound was exceeded).
+The native ``cn_cbor_check`` proves in one pass that small bytes are exactly
+one well-formed item; then plain ``cbor2.loads`` (which ignores trailing
+bytes) decodes it.  A large item (a BATCH payload) goes straight to a
+``CBORDecoder`` on a file object, whose fixed cost is then the smaller, and so
+does anything the check refuses -- malformed, truncated, trailing bytes, or
+nested deeper than it tracks -- which gives the precise error (or the value,
+if only the native depth bound was exceeded).
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ from cellnet.native import lib
 
 _check = lib.cn_cbor_check
 _loads = cbor2.loads
+#: Above this size the stream decoder's fixed overhead is smaller than a separate check pass.
+_SMALL = 4096
 
 
 def loads_exact(data: Any, what: str) -> Any:
     """Decode exactly one CBOR item filling ``data``; RemoteProtocolError otherwise."""
     if type(data) is not bytes:
         data = bytes(data)  # cbor2 would copy it anyway; bytes also go to cffi as they are
-    if _check(data, len(data)) == 0:
+    if len(data) <= _SMALL and _check(data, len(data)) == 0:
         try:
             return _loads(data)
         except Exception as exc:  # well-formed yet undecodable: bad UTF-8, bad tag content, ...

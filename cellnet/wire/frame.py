@@ -27,7 +27,7 @@ encrypted (in-process and unix-socket links).  A separate payload sum also
 lets each chunk of a stream be checked on its own.
 
 An empty header map is sent as zero header bytes.  Encoding returns a list of
-segments -- ``prefix + headers`` as one ``bytes``, then the caller's payload
+segments -- ``prefix + headers`` as one ``bytearray``, then the caller's payload
 buffers unchanged -- so a large payload is never copied on the way out;
 ``b"".join(segments)`` gives the frame's bytes.
 """
@@ -56,8 +56,6 @@ PREFIX_HEAD = struct.Struct("<2sBBHHIIQI")
 CRC_FIELD = struct.Struct("<I")
 PREFIX = struct.Struct("<2sBBHHIIQII")
 PREFIX_SIZE = PREFIX.size  # 32
-#: The prefix up to payload_len: what Python packs before the native call fills in the CRCs.
-PREFIX_LENS = struct.Struct("<2sBBHHIIQ")
 
 #: Header of a BATCH frame that says how many messages its payload holds
 #: (checked against the limit before the payload is received).
@@ -248,19 +246,18 @@ def encode_frame(
 
 def seal_head(
     ftype: int, flags: int, hdr: bytes, plen: int, last: Any, nlast: int, pcrc: int
-) -> bytes:
-    """Prefix + headers with every checksum filled in by one native call.
+) -> bytearray:
+    """The prefix, every checksum included, followed by the headers: one native call.
 
     The payload CRC is ``pcrc`` (of all segments but the last) continued over
-    ``last`` (``nlast`` bytes, something cffi takes as ``const void *``).
+    ``last`` (``nlast`` bytes, anything cffi takes as ``const void *``).
     """
-    head = bytearray(PREFIX_SIZE + len(hdr))
-    PREFIX_LENS.pack_into(head, 0, MAGIC, VERSION, ftype, flags, 0, 0, 0, plen)
-    head[PREFIX_SIZE:] = hdr
-    status = _seal(_from_buffer(head), len(head), last, nlast, pcrc)
+    head = bytearray(PREFIX_SIZE)
+    head += hdr
+    status = _seal(_from_buffer(head), len(head), ftype, flags, plen, last, nlast, pcrc)
     if status:
         check(status, "frame seal")
-    return bytes(head)
+    return head
 
 
 def aligned_buffer(nbytes: int, align: int = PAYLOAD_ALIGN) -> memoryview:

@@ -7,8 +7,8 @@
  * The frame prefix (32 bytes, little-endian) is laid out in
  * cellnet/wire/frame.py: header_len u32 at 8, header_crc u32 at 12,
  * payload_len u64 at 16, payload_crc u32 at 24, prefix_crc u32 at 28 (the
- * CRC32C of bytes 0..27).  cn_frame_seal fills the three CRC fields of a
- * prefix the caller has packed; cn_frame_verify checks them against a frame
+ * CRC32C of bytes 0..27).  cn_frame_seal writes the whole prefix in front
+ * of headers the caller has placed; cn_frame_verify checks them against a frame
  * held whole in memory, prefix CRC first, so no declared length is trusted
  * before its own checksum holds.
  *
@@ -36,15 +36,25 @@ static void st32(uint8_t *p, uint32_t v) {
     p[3] = (uint8_t)(v >> 24);
 }
 
-int cn_frame_seal(void *head, size_t head_len, const void *payload, size_t payload_len,
-                  uint32_t payload_crc) {
-    if (!head || head_len < CN_FRAME_PREFIX_SIZE || (payload_len && !payload)) return CN_E_INVAL;
+int cn_frame_seal(void *head, size_t head_len, unsigned type, unsigned flags,
+                  uint64_t payload_len, const void *last, size_t last_len, uint32_t payload_crc) {
+    if (!head || head_len < CN_FRAME_PREFIX_SIZE || (last_len && !last)) return CN_E_INVAL;
+    if (type > 0xff || flags > 0xffff || last_len > payload_len) return CN_E_INVAL;
     uint8_t *h = head;
     size_t hlen = head_len - CN_FRAME_PREFIX_SIZE;
     if ((uint64_t)hlen > UINT32_MAX) return CN_E_RANGE;
+    h[0] = 0xce;
+    h[1] = 0x11;
+    h[2] = 1; /* version */
+    h[3] = (uint8_t)type;
+    h[4] = (uint8_t)flags;
+    h[5] = (uint8_t)(flags >> 8);
+    h[6] = h[7] = 0; /* reserved */
     st32(h + 8, (uint32_t)hlen);
     st32(h + 12, cn_crc32c(0, h + CN_FRAME_PREFIX_SIZE, hlen));
-    st32(h + 24, payload_len ? cn_crc32c(payload_crc, payload, payload_len) : payload_crc);
+    st32(h + 16, (uint32_t)payload_len);
+    st32(h + 20, (uint32_t)(payload_len >> 32));
+    st32(h + 24, last_len ? cn_crc32c(payload_crc, last, last_len) : payload_crc);
     st32(h + 28, cn_crc32c(0, h, 28));
     return CN_OK;
 }
@@ -56,10 +66,10 @@ int cn_frame_verify(const void *buf, size_t offset, size_t n) {
     uint64_t hlen = ld32(p + 8), plen = ld64(p + 16);
     size_t avail = n - CN_FRAME_PREFIX_SIZE;
     if (hlen > avail || plen > avail - hlen) return CN_E_TRUNCATED;
-    if (cn_crc32c(0, p + CN_FRAME_PREFIX_SIZE, (size_t)hlen) != ld32(p + 12)) return CN_E_CHECKSUM;
-    if (cn_crc32c(0, p + CN_FRAME_PREFIX_SIZE + hlen, (size_t)plen) != ld32(p + 24))
-        return CN_E_CHECKSUM;
-    return CN_OK;
+    const uint8_t *hdr = p + CN_FRAME_PREFIX_SIZE;
+    if (cn_crc32c(0, hdr, (size_t)hlen) != ld32(p + 12)) return CN_E_CHECKSUM;
+    if (cn_crc32c(0, hdr + hlen, (size_t)plen) != ld32(p + 24)) return CN_E_CHECKSUM;
+    return hlen ? cn_cbor_check(hdr, (size_t)hlen) : CN_OK;
 }
 
 /* ------------------------------------------------------------------ CBOR */
