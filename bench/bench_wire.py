@@ -3,7 +3,8 @@
 Small messages are judged against a bare ``cbor2`` round trip of the same
 headers and payload (the serialisation floor, with no framing or checksums);
 large frames against ``memcpy`` of the same size, both measured in this run.
-Large frames are fed to the decoder in 1 MiB chunks, as a socket read would;
+Large frames are fed to the decoder in 1 MiB chunks, as a socket read would,
+with ``next_frame`` called after each one, as a link does;
 receiving one is a copy fused with its CRC32C (``copy_crc32c``), so that
 kernel is shown as the second ceiling.
 """
@@ -62,11 +63,13 @@ def _cbor_round_trip(msgs: list[Message]) -> None:
 
 def _decode_large(dec: FrameDecoder, data: bytes, frames: int) -> None:
     view = memoryview(data)
+    got = 0
     for _ in range(frames):
-        for i in range(0, len(view), MiB):
+        for i in range(0, len(view), MiB):  # a link drains the decoder after every read
             dec.receive_data(view[i : i + MiB])
-        frame = dec.next_frame()
-        assert frame is not NEED_DATA
+            frame = dec.next_frame()
+            got += frame is not NEED_DATA
+    assert got == frames
 
 
 def run(quick: bool) -> list[Row]:
@@ -78,9 +81,9 @@ def run(quick: bool) -> list[Row]:
     base_name = "cbor2 dumps+loads (no framing)"
     rows = [
         Row(GROUP, "100 B msg encode+decode, one frame each", n / median_time(
-            lambda: _single_round_trip(msgs), repeat), "msg/s", base_name, base, ">= 0.3x"),
+            lambda: _single_round_trip(msgs), repeat), "msg/s", base_name, base, ">= 0.5x"),
         Row(GROUP, "100 B msg encode+decode, 64 per BATCH", n / median_time(
-            lambda: _batch_round_trip(msgs, 64), repeat), "msg/s", base_name, base, ">= 1.0x"),
+            lambda: _batch_round_trip(msgs, 64), repeat), "msg/s", base_name, base, ">= 1.5x"),
     ]
 
     size = 16 * MiB
@@ -107,7 +110,7 @@ def run(quick: bool) -> list[Row]:
             "GB/s", "memcpy", ceiling, ">= 0.25x"),
         Row(GROUP, "16 MiB frame decode (PayloadPool) vs its kernel",
             gbps(size * frames, t_reuse), "GB/s", "copy_crc32c 16 MiB", gbps(size, t_kernel),
-            ">= 0.8x"),
+            ">= 0.7x"),
         Row(GROUP, "16 MiB frame encode (CRC, no copy)", gbps(size, t_enc), "GB/s", "memcpy",
             ceiling, ">= 0.8x"),
     ]

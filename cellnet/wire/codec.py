@@ -42,8 +42,11 @@ from cellnet.wire.limits import WireLimits
 __all__ = ["decode_batch", "decode_message", "decode_messages", "encode_batch", "encode_message"]
 
 _KIND_NONE, _KIND_BYTES, _KIND_TENSORS = 0, 1, 2
-_NO_PAYLOAD = int(FrameFlags.NO_PAYLOAD)
-_TENSOR = int(FrameFlags.TENSOR_PAYLOAD)
+_NONE_FLAG = FrameFlags.NONE
+_NO_PAYLOAD_FLAG = FrameFlags.NO_PAYLOAD
+_TENSOR_FLAG = FrameFlags.TENSOR_PAYLOAD
+_MESSAGE = FrameType.MESSAGE
+_from_wire = Message._from_wire
 
 
 def _pack():
@@ -67,16 +70,16 @@ def _tensors_from(data: Any, verify: bool) -> Any:
 
 def encode_message(msg: Message, *, limits: WireLimits | None = None) -> list[bytes | memoryview]:
     """A Message as the segments of one MESSAGE frame (payload buffers are not copied)."""
-    if not isinstance(msg, Message):
+    if type(msg) is not Message and not isinstance(msg, Message):
         raise TypeError(f"expected a Message, got {type(msg).__name__}")
     payload = msg.payload
     if payload is None:
-        flags, body = _NO_PAYLOAD, None
-    elif isinstance(payload, Mapping):
-        flags, body = _TENSOR, _tensor_segments(payload)
+        flags, body = _NO_PAYLOAD_FLAG, None
+    elif type(payload) is not bytes and isinstance(payload, Mapping):
+        flags, body = _TENSOR_FLAG, _tensor_segments(payload)
     else:
-        flags, body = 0, payload
-    return encode_frame(FrameType.MESSAGE, msg.headers, body, flags=flags, limits=limits)
+        flags, body = _NONE_FLAG, payload
+    return encode_frame(_MESSAGE, msg.headers, body, flags=flags, limits=limits)
 
 
 def decode_message(frame: Frame, *, verify_tensors: bool = False) -> Message:
@@ -87,19 +90,21 @@ def decode_message(frame: Frame, *, verify_tensors: bool = False) -> Message:
     own per-tensor checksums are skipped unless ``verify_tensors`` is true
     (its structure is always validated).
     """
-    if frame.type is not FrameType.MESSAGE:
+    if frame.type is not _MESSAGE:
         raise LocalProtocolError(f"decode_message() needs a MESSAGE frame, got {frame.type.name}")
-    flags = int(frame.flags)
+    flags = frame.flags
     data = frame.payload
-    if flags & _NO_PAYLOAD:
-        if flags & _TENSOR or len(data):
+    if flags is _NONE_FLAG:
+        payload: Any = data
+    elif flags is _NO_PAYLOAD_FLAG:
+        if len(data):
             raise RemoteProtocolError("a NO_PAYLOAD frame must carry no payload bytes")
-        payload: Any = None
-    elif flags & _TENSOR:
+        payload = None
+    elif flags is _TENSOR_FLAG:
         payload = _tensors_from(data, verify_tensors)
     else:
-        payload = data
-    return Message._from_wire(frame.headers, payload)
+        raise RemoteProtocolError("a NO_PAYLOAD frame must carry no payload bytes")
+    return _from_wire(frame.headers, payload)
 
 
 def _batch_item(msg: Message) -> list:

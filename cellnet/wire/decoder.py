@@ -37,6 +37,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import cbor2
+
 from cellnet.errors import (
     FrameChecksumError,
     FrameFormatError,
@@ -44,7 +46,7 @@ from cellnet.errors import (
     LocalProtocolError,
     RemoteProtocolError,
 )
-from cellnet.native import copy_crc32c, crc32c
+from cellnet.native import copy_crc32c, crc32c, ffi, lib
 from cellnet.wire._cbor import loads_exact
 from cellnet.wire.frame import (
     _FLAG_VALUES,
@@ -89,6 +91,15 @@ PayloadAllocator = Callable[[FrameType, FrameFlags, dict, int], Any]
 _PREFIX, _HEADERS, _PAYLOAD, _CLOSED = range(4)
 _TENSOR = int(FrameFlags.TENSOR_PAYLOAD)
 _TYPES = {int(t): t for t in FrameType}
+_BATCH = FrameType.BATCH
+_unpack_prefix = PREFIX.unpack_from
+_verify = lib.cn_frame_verify
+_from_buffer = ffi.from_buffer
+_loads = cbor2.loads
+#: Pending bytes plus new bytes up to this size are joined as bytes; beyond, a bytearray grows.
+_CONCAT = 4096
+_new = object.__new__
+_set = object.__setattr__
 
 
 class FrameDecoder:
@@ -110,9 +121,11 @@ class FrameDecoder:
         if allocate_payload is not None and not callable(allocate_payload):
             raise TypeError("allocate_payload must be callable")
         self.limits = limits
+        self._max_header = limits.max_header_bytes
+        self._max_payload = limits.max_payload_bytes
         self._allocate = allocate_payload
         self._large = large_payload
-        self._buf = bytearray()
+        self._buf: bytes | bytearray = b""  # adopted bytes, or a growable bytearray
         self._pos = 0
         self._eof = False
         self._error: BaseException | None = None
@@ -148,9 +161,19 @@ class FrameDecoder:
             if n == view.nbytes:
                 return
             data = view[n:]
-        if self._pos:
-            del self._buf[: self._pos]
-            self._pos = 0
+        buf, pos = self._buf, self._pos
+        if pos == len(buf) and type(data) is bytes:
+            self._buf, self._pos = data, 0  # nothing pending: adopt the bytes, no copy
+            return
+        if type(buf) is bytes and type(data) is bytes and len(buf) - pos + len(data) <= _CONCAT:
+            self._buf, self._pos = buf[pos:] + data, 0  # small: one bytes concatenation
+            return
+        if type(buf) is bytes:  # pending bytes go into a growable buffer, once
+            with memoryview(buf) as mv:
+                self._buf = bytearray(mv[pos:])
+        elif pos:
+            del buf[:pos]
+        self._pos = 0
         self._buf += data
 
     def get_buffer(self) -> memoryview | None:
@@ -186,10 +209,14 @@ class FrameDecoder:
         if self._error is not None:
             raise self._error
         try:
+            if self._state == _PREFIX:
+                frame = self._whole_frame()
+                if frame is not None:
+                    return frame
             return self._step()
         except BaseException as exc:
             self._error = exc
-            self._buf = bytearray()
+            self._buf = b""
             self._pos = 0
             self._payload = None
             raise
@@ -230,18 +257,25 @@ class FrameDecoder:
         )
 
     def _parse_prefix(self) -> None:
-        buf, pos = self._buf, self._pos
-        magic, version, ftype, flags, reserved, hlen, hcrc, plen, pcrc, crc = (
-            PREFIX.unpack_from(buf, pos)
-        )
+        fields = _unpack_prefix(self._buf, self._pos)
+        magic, version, crc = fields[0], fields[1], fields[9]
         if magic != MAGIC:
             raise FrameFormatError(f"bad frame magic {magic!r} (expected {MAGIC!r})")
         if version != VERSION:
             raise FrameFormatError(f"unsupported frame version {version} (this side speaks 1)")
-        with memoryview(buf) as mv:
-            got = crc32c(mv[pos : pos + PREFIX_SIZE - 4])
+        with memoryview(self._buf) as mv:
+            got = crc32c(mv[self._pos : self._pos + PREFIX_SIZE - 4])
         if got != crc:
             raise FrameChecksumError(f"frame prefix checksum {got:#010x} != {crc:#010x}")
+        self._accept_prefix(fields)
+
+    def _accept_prefix(self, fields: tuple) -> None:
+        """Check a prefix whose CRC holds (magic and version included) and take its fields."""
+        magic, version, ftype, flags, reserved, hlen, hcrc, plen, pcrc, _ = fields
+        if magic != MAGIC:
+            raise FrameFormatError(f"bad frame magic {magic!r} (expected {MAGIC!r})")
+        if version != VERSION:
+            raise FrameFormatError(f"unsupported frame version {version} (this side speaks 1)")
         if ftype not in _TYPES:
             raise FrameFormatError(f"unknown frame type {ftype}")
         if flags & ~KNOWN_FLAGS or reserved:
@@ -260,40 +294,108 @@ class FrameDecoder:
         self._flag_bits = flags
         self._hlen, self._hcrc, self._plen, self._pcrc = hlen, hcrc, plen, pcrc
 
+    def _whole_frame(self) -> Frame | None:
+        """The next frame if it is small, wholly buffered and passes every check; else None.
+
+        One native call checks the three CRCs and that the headers are one
+        CBOR item; every other check is repeated by the step-by-step path,
+        which also produces the precise error when this one declines.
+        """
+        buf, pos = self._buf, self._pos
+        avail = len(buf) - pos
+        if avail < PREFIX_SIZE:
+            return None
+        magic, version, ftype, bits, reserved, hlen, _, plen, _, _ = _unpack_prefix(buf, pos)
+        end = PREFIX_SIZE + hlen + plen
+        ftype = _TYPES.get(ftype)
+        flags = _FLAG_VALUES.get(bits)
+        if (
+            end > avail
+            or plen >= self._large
+            or bits & _TENSOR
+            or flags is None
+            or ftype is None
+            or reserved
+            or magic != MAGIC
+            or version != VERSION
+            or hlen > self._max_header
+            or plen > self._max_payload
+            or _verify(buf if type(buf) is bytes else _from_buffer(buf), pos, avail)
+        ):
+            return None
+        hstart = pos + PREFIX_SIZE
+        pstart = hstart + hlen
+        if type(buf) is bytes:
+            hdr = buf[hstart:pstart]
+            payload = buf[pstart : pos + end] if plen else b""
+        else:
+            with memoryview(buf) as mv:
+                hdr = mv[hstart:pstart].tobytes()
+                payload = mv[pstart : pos + end].tobytes() if plen else b""
+        if hlen:
+            try:
+                headers = _loads(hdr)
+            except Exception as exc:  # well-formed CBOR (checked) that cbor2 cannot decode
+                raise RemoteProtocolError(f"malformed CBOR in frame headers: {exc}") from exc
+            if type(headers) is not dict:
+                return None  # the step-by-step path names the error
+            for key in headers:
+                if type(key) is not str:
+                    return None
+        else:
+            headers = {}
+        if ftype is _BATCH:
+            self._check_batch(headers)
+        self._pos = pos + end
+        self.frames_received += 1
+        frame = _new(Frame)
+        _set(frame, "type", ftype)
+        _set(frame, "headers", headers)
+        _set(frame, "payload", payload)
+        _set(frame, "flags", flags)
+        return frame
+
     def _parse_headers(self) -> None:
-        hlen = self._hlen
-        if not hlen:
-            headers: Any = {}
+        if not self._hlen:
+            headers: Any = {} if self._type is not FrameType.BATCH else self._decode_headers(b"")
         else:
             start = self._pos + PREFIX_SIZE
             with memoryview(self._buf) as mv:
-                block = mv[start : start + hlen]
+                block = mv[start : start + self._hlen]
                 try:
                     got = crc32c(block)
                     if got != self._hcrc:
                         raise FrameChecksumError(
                             f"frame header checksum {got:#010x} != {self._hcrc:#010x}"
                         )
-                    headers = loads_exact(block, "frame headers")
+                    headers = self._decode_headers(block)
                 finally:
                     block.release()
-            if type(headers) is not dict:
-                raise RemoteProtocolError(
-                    f"frame headers must be a CBOR map, got {type(headers).__name__}"
-                )
-            for key in headers:
-                if type(key) is not str:
-                    raise RemoteProtocolError(f"frame header names must be text, got {key!r}")
-        if self._type is FrameType.BATCH:
-            count = headers.get(BATCH_COUNT)
-            if type(count) is not int or count < 1:
-                raise RemoteProtocolError(f"BATCH frame needs a positive count, got {count!r}")
-            if count > self.limits.max_batch_count:
-                raise FrameTooLargeError(
-                    f"BATCH of {count} messages exceeds the limit of "
-                    f"{self.limits.max_batch_count}"
-                )
         self._headers = headers
+
+    def _decode_headers(self, block: Any) -> dict:
+        """The header map of a checked header block (a BATCH frame's count checked too)."""
+        headers = loads_exact(block, "frame headers") if len(block) else {}
+        if type(headers) is not dict:
+            raise RemoteProtocolError(
+                f"frame headers must be a CBOR map, got {type(headers).__name__}"
+            )
+        for key in headers:
+            if type(key) is not str:
+                raise RemoteProtocolError(f"frame header names must be text, got {key!r}")
+        if self._type is _BATCH:
+            self._check_batch(headers)
+        return headers
+
+    def _check_batch(self, headers: dict) -> None:
+        count = headers.get(BATCH_COUNT)
+        if type(count) is not int or count < 1:
+            raise RemoteProtocolError(f"BATCH frame needs a positive count, got {count!r}")
+        if count > self.limits.max_batch_count:
+            raise FrameTooLargeError(
+                f"BATCH of {count} messages exceeds the limit of "
+                f"{self.limits.max_batch_count}"
+            )
 
     def _start_large_payload(self) -> None:
         plen = self._plen

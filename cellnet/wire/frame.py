@@ -27,7 +27,7 @@ encrypted (in-process and unix-socket links).  A separate payload sum also
 lets each chunk of a stream be checked on its own.
 
 An empty header map is sent as zero header bytes.  Encoding returns a list of
-segments -- ``prefix + headers`` as one ``bytes``, then the caller's payload
+segments -- ``prefix + headers`` as one ``bytearray``, then the caller's payload
 buffers unchanged -- so a large payload is never copied on the way out;
 ``b"".join(segments)`` gives the frame's bytes.
 """
@@ -44,7 +44,8 @@ import cbor2
 import numpy as np
 
 from cellnet.errors import LocalProtocolError
-from cellnet.native import crc32c
+from cellnet.native import crc32c, ffi, lib
+from cellnet.native._status import check
 from cellnet.wire.limits import HEADER_LEN_MAX, PAYLOAD_LEN_MAX, WireLimits
 
 MAGIC = b"\xce\x11"
@@ -87,6 +88,11 @@ class FrameFlags(enum.IntFlag):
     TENSOR_PAYLOAD = 1  # payload is a cellnet tensor pack (decoded zero-copy)
     NO_PAYLOAD = 2  # the message's payload is None (not empty bytes)
 
+
+_dumps = cbor2.dumps
+_seal = lib.cn_frame_seal
+_from_buffer = ffi.from_buffer
+_NULL = ffi.NULL
 
 KNOWN_FLAGS = int(FrameFlags.TENSOR_PAYLOAD | FrameFlags.NO_PAYLOAD)
 _TYPES = {int(t): t for t in FrameType}
@@ -170,15 +176,40 @@ def encode_headers(headers: Mapping[str, Any] | None) -> bytes:
     """CBOR bytes of a header map (empty map -> no bytes); LocalProtocolError if impossible."""
     if not headers:
         return b""
-    if not isinstance(headers, dict):
+    if type(headers) is dict:
+        for key in headers:  # the common case, all plain str keys: one cheap pass
+            if type(key) is not str:
+                _check_headers(headers)
+                break
+    else:
         if not isinstance(headers, Mapping):
             raise LocalProtocolError(f"headers must be a mapping, got {type(headers).__name__}")
         headers = dict(headers)
-    _check_headers(headers)
+        _check_headers(headers)
     try:
-        return cbor2.dumps(headers)
+        return _dumps(headers)
     except Exception as exc:
         raise LocalProtocolError(f"headers are not CBOR-serialisable: {exc}") from exc
+
+
+def _payload_parts(payload: Any) -> tuple[list, Any, int, int]:
+    """``(segments, last segment for the native CRC call, its length, CRC of the others)``."""
+    if payload is None:
+        return [], _NULL, 0, 0
+    if type(payload) is bytes:  # cffi takes bytes as they are: no view, no from_buffer
+        return ([payload], payload, len(payload), 0) if payload else ([], _NULL, 0, 0)
+    if isinstance(payload, list | tuple):
+        segments = [seg for seg in map(as_byte_view, payload) if seg.nbytes]
+    else:
+        view = as_byte_view(payload)
+        segments = [view] if view.nbytes else []
+    if not segments:
+        return segments, _NULL, 0, 0
+    crc = 0
+    for seg in segments[:-1]:
+        crc = crc32c(seg, crc)
+    last = segments[-1]
+    return segments, _from_buffer(last), last.nbytes, crc
 
 
 def encode_frame(
@@ -196,21 +227,13 @@ def encode_frame(
     copied, so they must not change until the segments are written.  With
     ``limits`` the frame is also checked against what the peer will accept.
     """
-    ftype = _frame_type(ftype)
-    flags = _flags(flags)
+    if type(ftype) is not FrameType:
+        ftype = _frame_type(ftype)
+    if type(flags) is not FrameFlags:
+        flags = _flags(flags)
     hdr = encode_headers(headers)
-    if payload is None:
-        segments: list[memoryview] = []
-    elif isinstance(payload, list | tuple):
-        segments = [as_byte_view(seg) for seg in payload]
-    else:
-        segments = [as_byte_view(payload)]
-    segments = [seg for seg in segments if seg.nbytes]
-    plen = 0
-    pcrc = 0
-    for seg in segments:
-        plen += seg.nbytes
-        pcrc = crc32c(seg, pcrc)
+    segments, last, nlast, pcrc = _payload_parts(payload)
+    plen = nlast if len(segments) < 2 else sum(seg.nbytes for seg in segments)
     max_hdr, max_pay = HEADER_LEN_MAX, PAYLOAD_LEN_MAX
     if limits is not None:
         max_hdr, max_pay = limits.max_header_bytes, limits.max_payload_bytes
@@ -218,8 +241,23 @@ def encode_frame(
         raise LocalProtocolError(f"headers take {len(hdr)} bytes, the limit is {max_hdr}")
     if plen > max_pay:
         raise LocalProtocolError(f"payload has {plen} bytes, the limit is {max_pay}")
-    head = PREFIX_HEAD.pack(MAGIC, VERSION, ftype, flags, 0, len(hdr), crc32c(hdr), plen, pcrc)
-    return [b"".join((head, CRC_FIELD.pack(crc32c(head)), hdr)), *segments]
+    return [seal_head(ftype, flags, hdr, plen, last, nlast, pcrc), *segments]
+
+
+def seal_head(
+    ftype: int, flags: int, hdr: bytes, plen: int, last: Any, nlast: int, pcrc: int
+) -> bytearray:
+    """The prefix, every checksum included, followed by the headers: one native call.
+
+    The payload CRC is ``pcrc`` (of all segments but the last) continued over
+    ``last`` (``nlast`` bytes, anything cffi takes as ``const void *``).
+    """
+    head = bytearray(PREFIX_SIZE)
+    head += hdr
+    status = _seal(_from_buffer(head), len(head), ftype, flags, plen, last, nlast, pcrc)
+    if status:
+        check(status, "frame seal")
+    return head
 
 
 def aligned_buffer(nbytes: int, align: int = PAYLOAD_ALIGN) -> memoryview:

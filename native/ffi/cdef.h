@@ -49,6 +49,12 @@ uint32_t cn_crc32c(uint32_t crc, const void *data, size_t n);
 uint32_t cn_crc32c_portable(uint32_t crc, const void *data, size_t n);
 const char *cn_crc32c_impl(void);
 int cn_copy_crc32c(void *dst, const void *src, size_t n, uint32_t *crc);
+#define CN_FRAME_PREFIX_SIZE ...
+int cn_frame_seal(void *head, size_t head_len, unsigned type, unsigned flags,
+                  uint64_t payload_len, const void *last, size_t last_len, uint32_t payload_crc);
+int cn_frame_verify(const void *buf, size_t offset, size_t n);
+#define CN_CBOR_MAX_DEPTH ...
+int cn_cbor_check(const void *data, size_t n);
 
 typedef struct cn_pack_item {
     const char *name;

@@ -87,6 +87,31 @@ const char *cn_crc32c_impl(void);
  * not left in cache. */
 int cn_copy_crc32c(void *dst, const void *src, size_t n, uint32_t *crc);
 
+/* ------------------------------------------------------------ wire frame */
+/* The 32-byte frame prefix of cellnet/wire/frame.py: header_len u32 at 8,
+ * header_crc at 12, payload_len u64 at 16, payload_crc at 24 and prefix_crc
+ * (CRC32C of bytes 0..27) at 28, all little-endian. */
+#define CN_FRAME_PREFIX_SIZE 32
+/* head holds 32 bytes for the prefix, then the CBOR headers (head_len bytes
+ * in all).  Writes the prefix: magic, version 1, type, flags, the lengths,
+ * the header CRC, the payload CRC (cn_crc32c(payload_crc, last, last_len):
+ * pass the CRC of the payload segments before the last one, or 0) and the
+ * prefix CRC. */
+int cn_frame_seal(void *head, size_t head_len, unsigned type, unsigned flags,
+                  uint64_t payload_len, const void *last, size_t last_len, uint32_t payload_crc);
+/* Check the frame starting at buf + offset, of which n bytes are readable:
+ * its prefix, header and payload CRCs (CN_E_CHECKSUM; the prefix first, so
+ * no length is used before its own checksum holds), that it fits in n
+ * (CN_E_TRUNCATED), and that a non-empty header block is exactly one CBOR
+ * item (as cn_cbor_check). */
+int cn_frame_verify(const void *buf, size_t offset, size_t n);
+/* CN_OK iff data[0..n) is exactly one well-formed CBOR data item (nesting at
+ * most CN_CBOR_MAX_DEPTH): CN_E_TRUNCATED if it ends early, CN_E_FORMAT if it
+ * is malformed or bytes follow it, CN_E_LIMIT if it nests deeper.  Nothing is
+ * decoded: this only proves where the item ends. */
+#define CN_CBOR_MAX_DEPTH 64
+int cn_cbor_check(const void *data, size_t n);
+
 /* ------------------------------------------------------------ tensor pack */
 /*
  * A pack is one contiguous byte string:
