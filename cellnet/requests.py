@@ -52,6 +52,7 @@ class Reason:
     TIMEOUT = "TIMEOUT"  # no reply within the timeout
     LINK_CLOSED = "LINK_CLOSED"  # the link the request left through closed
     LINK_BUSY = "LINK_BUSY"  # the send queue stayed full
+    TOO_MANY_PENDING = "TOO_MANY_PENDING"  # max_pending requests were already waiting
     BAD_REPLY = "BAD_REPLY"  # the handler returned something that is not a reply
 
 
