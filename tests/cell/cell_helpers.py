@@ -24,9 +24,7 @@ QUIET = LinkConfig(heartbeat_interval=None, idle_timeout=None)
 
 
 @contextlib.asynccontextmanager
-async def federation(
-    names=NAMES, edges=EDGES, **cell_kwargs
-) -> AsyncIterator[dict[str, Cell]]:
+async def federation(names=NAMES, edges=EDGES, **cell_kwargs) -> AsyncIterator[dict[str, Cell]]:
     """Running cells linked along ``edges``; yields ``{fqcn: cell}``."""
     cell_kwargs.setdefault("link_config", QUIET)
     async with contextlib.AsyncExitStack() as stack:

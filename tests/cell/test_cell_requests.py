@@ -19,7 +19,7 @@ OK = CellReturnCode.OK
 
 async def test_request_reply_every_pair_of_the_topology(autojump_clock):
     async with federation() as cells:
-        for name, cell in cells.items():
+        for cell in cells.values():
             cell.register_request_cb("ch", "echo", echo)
         for src in NAMES:
             for dst in NAMES:
@@ -61,6 +61,7 @@ async def test_message_headers_and_tensors_survive_relays(autojump_clock):
 
 async def test_unknown_topic_and_handler_exception_keep_the_cell_serving(autojump_clock):
     async with federation() as cells:
+
         def boom(msg):
             raise RuntimeError("bad things")
 
@@ -80,6 +81,7 @@ async def test_unknown_topic_and_handler_exception_keep_the_cell_serving(autojum
 
 async def test_timeout_is_on_trios_clock(autojump_clock):
     async with federation() as cells:
+
         async def slow(msg):
             await trio.sleep(100)
 
@@ -141,8 +143,12 @@ async def test_blocking_handler_runs_in_a_worker_thread():
         cells["site-1"].register_request_cb("ch", "b", blocking, blocking=True)
         cells["site-1"].register_request_cb("ch", "i", inline)
         with trio.fail_after(10):
-            assert (await cells["server"].send_request("site-1", "ch", "b", None, 5)).return_code == OK
-            assert (await cells["server"].send_request("site-1", "ch", "i", None, 5)).return_code == OK
+            assert (
+                await cells["server"].send_request("site-1", "ch", "b", None, 5)
+            ).return_code == OK
+            assert (
+                await cells["server"].send_request("site-1", "ch", "i", None, 5)
+            ).return_code == OK
         assert threads["blocking"] is not threading.main_thread()
         assert threads["inline"] is threading.main_thread()
 
@@ -159,6 +165,7 @@ async def test_handler_may_return_a_message_with_its_own_code(autojump_clock):
 
 async def test_send_to_cell_maps_reference_codes(autojump_clock):
     async with federation() as cells:
+
         async def slow(msg):
             await trio.sleep(50)
 
@@ -172,15 +179,16 @@ async def test_send_to_cell_maps_reference_codes(autojump_clock):
         server = cells["server.J"]
         out = await server.send_to_cell(["site-1.J", "site-2.J"], "ch", "t", b"r", 5)
         assert {t: r.return_code for t, r in out.items()} == {
-            "site-1.J": ReturnCode.OK, "site-2.J": ReturnCode.OK}
+            "site-1.J": ReturnCode.OK,
+            "site-2.J": ReturnCode.OK,
+        }
         out = await server.send_to_cell(["site-2.J", "site-1.J"], "ch", "boom", b"", 5)
         assert out["site-2.J"].return_code == ReturnCode.EXECUTION_EXCEPTION
         assert out["site-1.J"].return_code == ReturnCode.TOPIC_UNKNOWN
         out = await server.send_to_cell(["site-1.J", "site-3.J"], "ch", "slow", b"", 2)
         assert out["site-1.J"].return_code == ReturnCode.COMMUNICATION_ERROR
         assert out["site-3.J"].return_code == ReturnCode.COMMUNICATION_ERROR
-        out = await server.send_to_cell(["site-1.J", "site-3.J"], "ch", "t", b"", 2,
-                                        optional=True)
+        out = await server.send_to_cell(["site-1.J", "site-3.J"], "ch", "t", b"", 2, optional=True)
         assert list(out) == ["site-1.J"]
         with pytest.raises(ValueError):
             await server.send_to_cell(["site-1.J"], "ch", "t", b"", -1)
