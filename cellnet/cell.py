@@ -37,16 +37,12 @@ import trio
 import trio.testing
 
 from cellnet import fqcn as _fqcn
+from cellnet._delivery import Delivery, _Batch
 from cellnet.defs import CellReturnCode
 from cellnet.errors import (
-    CellnetError,
-    FQCNError,
     LimitExceededError,
     LinkBusyError,
     LinkClosedError,
-    LocalProtocolError,
-    RemoteProtocolError,
-    RouteError,
 )
 from cellnet.link import Link, LinkConfig
 from cellnet.message import Message, MessageHeaderKey, MessageType
@@ -55,14 +51,12 @@ from cellnet.requests import (
     Reason,
     RequestTable,
     error_reply,
-    reply_from_result,
     timeout_reply,
     to_reference_reply,
 )
 from cellnet.routing import MAX_HOPS, next_hop
 from cellnet.stats import CellStatistics, StatsRecorder, payload_nbytes
-from cellnet.wire import Frame, FrameFlags, FrameType, decode_batch, decode_message, encode_frame
-from cellnet.wire.codec import encode_batch, encode_message
+from cellnet.wire.codec import encode_message
 
 __all__ = ["Cell", "connect_in_process"]
 
@@ -70,7 +64,6 @@ log = logging.getLogger("cellnet.cell")
 K = MessageHeaderKey
 _OK = CellReturnCode.OK.value
 _COMM = CellReturnCode.COMM_ERROR.value
-_BATCH_ITEM_OVERHEAD = 96  # rough CBOR bytes of one batched message's headers
 
 
 class _Handler:
@@ -78,14 +71,6 @@ class _Handler:
 
     def __init__(self, fn: Callable, is_async: bool, blocking: bool) -> None:
         self.fn, self.is_async, self.blocking = fn, is_async, blocking
-
-
-class _Batch:
-    __slots__ = ("msgs", "nbytes")
-
-    def __init__(self) -> None:
-        self.msgs: list[Message] = []
-        self.nbytes = 0
 
 
 def _name(value: Any, what: str) -> str:
@@ -106,7 +91,7 @@ def _as_message(msg: Any) -> Message:
     return msg if isinstance(msg, Message) else Message(None, msg)
 
 
-class Cell:
+class Cell(Delivery):
     """A node of the cell network; use as ``async with Cell("site-1") as cell:``.
 
     ``parent`` overrides the tree parent derived from the name (e.g. an agent
@@ -192,8 +177,9 @@ class Cell:
         peer = _fqcn.validate(peer_fqcn)
         if peer == self.fqcn:
             raise ValueError(f"cell {self.fqcn} cannot link to itself")
-        link = Link(stream, peer, self._on_frame, on_closed=self._link_closed,
-                    config=self.link_config)
+        link = Link(
+            stream, peer, self._on_frame, on_closed=self._link_closed, config=self.link_config
+        )
         old = self._links.get(peer)
         self._links[peer] = link
         if old is not None:
@@ -259,8 +245,9 @@ class Cell:
     def _hop(self, target: str) -> str | None:
         return next_hop(self.fqcn, target, self._links, parent=self.parent)
 
-    def _stamp(self, kind: MessageType, target: str, channel: str, topic: str, msg: Any,
-               optional: bool) -> Message:
+    def _stamp(
+        self, kind: MessageType, target: str, channel: str, topic: str, msg: Any, optional: bool
+    ) -> Message:
         msg = _as_message(msg)
         headers = dict(msg.headers)
         headers[K.CHANNEL.value] = _name(channel, "channel")
@@ -285,8 +272,14 @@ class Cell:
         self._stats.message_out(msg.channel, payload_nbytes(msg.payload))
 
     async def send_request(
-        self, target: str, channel: str, topic: str, msg: Any = None, timeout: float = 10.0,
-        *, optional: bool = False,
+        self,
+        target: str,
+        channel: str,
+        topic: str,
+        msg: Any = None,
+        timeout: float = 10.0,
+        *,
+        optional: bool = False,
     ) -> Message:
         """Send a request and wait for its reply; never raises for delivery problems.
 
@@ -307,8 +300,9 @@ class Cell:
         request.headers[K.REQ_ID.value] = pending.req_id
         try:
             if hop is None:
-                return error_reply(request, _COMM, Reason.NO_ROUTE,
-                                   f"{self.fqcn} has no route to {target}")
+                return error_reply(
+                    request, _COMM, Reason.NO_ROUTE, f"{self.fqcn} has no route to {target}"
+                )
             with trio.move_on_after(timeout):
                 try:
                     await self._send_via(hop, request, None)
@@ -326,8 +320,14 @@ class Cell:
             self._requests.discard(pending.req_id)
 
     async def broadcast_request(
-        self, targets: str | Iterable[str], channel: str, topic: str, msg: Any = None,
-        timeout: float = 10.0, *, optional: bool = False,
+        self,
+        targets: str | Iterable[str],
+        channel: str,
+        topic: str,
+        msg: Any = None,
+        timeout: float = 10.0,
+        *,
+        optional: bool = False,
     ) -> dict[str, Message]:
         """Send one request to every target concurrently; ``{target: reply}`` for each.
 
@@ -343,12 +343,19 @@ class Cell:
 
         async def one(target: str) -> None:
             try:
-                reply = await self.send_request(target, channel, topic, msg, timeout,
-                                                optional=optional)
+                reply = await self.send_request(
+                    target, channel, topic, msg, timeout, optional=optional
+                )
             except LimitExceededError as exc:  # the table filled up meanwhile
-                reply = Message({K.MSG_TYPE.value: MessageType.REPLY.value, K.ORIGIN.value: target,
-                                 K.RETURN_CODE.value: _COMM, K.ERROR.value: str(exc),
-                                 REASON: Reason.TOO_MANY_PENDING})
+                reply = Message(
+                    {
+                        K.MSG_TYPE.value: MessageType.REPLY.value,
+                        K.ORIGIN.value: target,
+                        K.RETURN_CODE.value: _COMM,
+                        K.ERROR.value: str(exc),
+                        REASON: Reason.TOO_MANY_PENDING,
+                    }
+                )
             if optional and reply.get_header(REASON) == Reason.NO_ROUTE:
                 return
             replies[target] = reply
@@ -359,8 +366,14 @@ class Cell:
         return {t: replies[t] for t in names if t in replies}
 
     async def fire_and_forget(
-        self, targets: str | Iterable[str], channel: str, topic: str, msg: Any = None,
-        *, bulk: bool = False, optional: bool = False,
+        self,
+        targets: str | Iterable[str],
+        channel: str,
+        topic: str,
+        msg: Any = None,
+        *,
+        bulk: bool = False,
+        optional: bool = False,
     ) -> dict[str, str]:
         """Send without waiting for replies; ``{target: "ok" | "comm_error"}``.
 
@@ -394,8 +407,14 @@ class Cell:
         return status
 
     async def send_to_cell(
-        self, targets: str | Iterable[str], channel: str, topic: str, request: Any,
-        timeout: float, bulk_send: bool = False, optional: bool = False,
+        self,
+        targets: str | Iterable[str],
+        channel: str,
+        topic: str,
+        request: Any,
+        timeout: float,
+        bulk_send: bool = False,
+        optional: bool = False,
     ) -> dict[str, Message]:
         """The reference façade: ``timeout == 0`` is fire-and-forget (returns ``{}``),
         else ``{target: reply}`` with reference return codes (``ReturnCode.OK``,
@@ -403,164 +422,14 @@ class Cell:
         if not isinstance(timeout, int | float) or timeout < 0 or math.isnan(timeout):
             raise ValueError(f"timeout must be >= 0 seconds, got {timeout!r}")
         if timeout == 0:
-            await self.fire_and_forget(targets, channel, topic, request, bulk=bulk_send,
-                                       optional=optional)
-            return {}
-        replies = await self.broadcast_request(targets, channel, topic, request, timeout,
-                                               optional=optional)
-        return {t: to_reference_reply(r) for t, r in replies.items()}
-
-    # ----------------------------------------------------------------- bulk
-    async def _bulk_add(self, hop: str, msg: Message) -> None:
-        batch = self._bulk.get(hop)
-        if batch is None:
-            batch = self._bulk[hop] = _Batch()
-            self._running().start_soon(self._flush_later, hop, batch)
-        batch.msgs.append(msg)
-        batch.nbytes += payload_nbytes(msg.payload) + _BATCH_ITEM_OVERHEAD
-        if batch.nbytes >= self.bulk_max_bytes or len(batch.msgs) >= self._limits.max_batch_count:
-            await self._flush(hop)  # the sender pays for the flush: backpressure
-
-    async def _flush_later(self, hop: str, batch: _Batch) -> None:
-        await trio.sleep(self.bulk_interval)
-        if self._bulk.get(hop) is batch:
-            await self._flush(hop)
-
-    async def _flush(self, hop: str) -> None:
-        batch = self._bulk.pop(hop, None)
-        link = self._links.get(hop)
-        if batch is None or not batch.msgs:
-            return
-        try:
-            if link is None:
-                raise LinkClosedError(f"no link to {hop}")
-            await link.send(encode_batch(batch.msgs, limits=self._limits),
-                            timeout=self.send_timeout)
-        except (LinkBusyError, LinkClosedError, LocalProtocolError) as exc:
-            log.warning("bulk send of %d messages to %s failed: %s", len(batch.msgs), hop, exc)
-            self._stats.errors["bulk_dropped"] += len(batch.msgs)
-            return
-        for msg in batch.msgs:
-            self._stats.message_out(msg.channel, payload_nbytes(msg.payload))
-
-    # ----------------------------------------------------------------- receiving
-    async def _on_frame(self, link: Link, frame: Frame) -> None:
-        if frame.type is FrameType.MESSAGE:
-            headers = frame.headers
-            dest = headers.get(K.DESTINATION.value)
-            if dest == self.fqcn:
-                await self._accept(decode_message(frame))
-            else:
-                await self._relay(headers, frame, None)
-        elif frame.type is FrameType.BATCH:
-            for msg in decode_batch(frame):
-                if msg.destination == self.fqcn:
-                    await self._accept(msg)
-                else:
-                    await self._relay(msg.headers, None, msg)
-        else:
-            raise RemoteProtocolError(f"unexpected {frame.type.name} frame on a cell link")
-
-    async def _accept(self, msg: Message) -> None:
-        """Handle a message addressed to this cell."""
-        kind = msg.msg_type
-        self._stats.message_in(msg.channel, payload_nbytes(msg.payload))
-        if kind == MessageType.REQUEST:
-            self._running().start_soon(self._serve, msg)
-        elif kind == MessageType.REPLY:
-            if self._requests.resolve(msg) is None:
-                self._stats.error("late_reply")
-        elif kind == MessageType.FIRE_AND_FORGET:
-            assert self._fnf_in is not None
-            await self._fnf_in.send(msg)
-        else:
-            raise RemoteProtocolError(f"unknown message type {kind!r}")
-
-    async def _relay(self, headers: dict, frame: Frame | None, msg: Message | None) -> None:
-        """Forward a message for another cell: the frame's payload travels undecoded."""
-        dest = headers.get(K.DESTINATION.value)
-        hops = headers.get(K.HOP_COUNT.value, 0)
-        if type(hops) is not int or hops < 0:
-            raise RemoteProtocolError(f"bad hop count {hops!r}")
-        try:
-            hop = self._hop(dest) if isinstance(dest, str) else None
-        except FQCNError:
-            hop = None
-        if hops + 1 >= self.max_hops:
-            self._stats.error("hop_limit")
-            await self._bounce(headers, Reason.HOP_LIMIT,
-                               f"{self.fqcn} dropped a message to {dest}: hop limit reached")
-            return
-        if hop is None or hop == self.fqcn:
-            if not headers.get(K.OPTIONAL.value):
-                self._stats.error("no_route")
-            await self._bounce(headers, Reason.NO_ROUTE, f"{self.fqcn} has no route to {dest}")
-            return
-        headers[K.HOP_COUNT.value] = hops + 1
-        headers[K.FROM_CELL.value] = self.fqcn
-        self._stats.forwarded += 1
-        try:
-            if frame is None:
-                assert msg is not None
-                await self._bulk_add(hop, msg)
-                return
-            body = None if frame.flags & FrameFlags.NO_PAYLOAD else frame.payload
-            segments = encode_frame(FrameType.MESSAGE, headers, body, flags=frame.flags,
-                                    limits=self._limits)
-            await self._links[hop].send(segments, timeout=self.send_timeout)
-        except (LinkBusyError, LinkClosedError, KeyError) as exc:
-            await self._bounce(headers, Reason.LINK_BUSY, f"{self.fqcn} could not forward: {exc}")
-
-    async def _bounce(self, headers: dict, reason: str, error: str) -> None:
-        """Answer an undeliverable request with a ``comm_error`` reply (other kinds are dropped)."""
-        if headers.get(K.MSG_TYPE.value) != MessageType.REQUEST or K.ORIGIN.value not in headers:
-            return
-        request = Message._from_wire(headers, None)
-        await self._reply(error_reply(request, _COMM, reason, error))
-
-    async def _reply(self, reply: Message) -> None:
-        reply.headers[K.HOP_COUNT.value] = 0
-        dest = reply.destination
-        try:
-            hop = self._hop(dest) if isinstance(dest, str) else None
-            if hop is None:
-                raise RouteError(f"{self.fqcn} has no route to {dest}")
-            await self._send_via(hop, reply, self.send_timeout)
-        except (CellnetError, FQCNError) as exc:
-            log.warning("reply to %s not sent: %s", dest, exc)
-            self._stats.error("reply_lost")
-
-    async def _serve(self, request: Message) -> None:
-        handler = self._handlers.get((request.channel, request.topic))  # type: ignore[arg-type]
-        if handler is None:
-            reply = error_reply(
-                request, CellReturnCode.INVALID_REQUEST, Reason.TOPIC_UNKNOWN,
-                f"{self.fqcn} has no handler for channel {request.channel!r} "
-                f"topic {request.topic!r}",
+            await self.fire_and_forget(
+                targets, channel, topic, request, bulk=bulk_send, optional=optional
             )
-            self._stats.error("topic_unknown")
-        else:
-            try:
-                reply = reply_from_result(request, await self._call(handler, request))
-                encode_message(reply, limits=self._limits)  # fail here, not in the writer
-            except Exception as exc:
-                log.exception("handler for %s/%s raised", request.channel, request.topic)
-                self._stats.error("handler_exception")
-                reply = error_reply(request, CellReturnCode.PROCESS_EXCEPTION,
-                                    Reason.HANDLER_EXCEPTION, f"{type(exc).__name__}: {exc}")
-        await self._reply(reply)
-
-    async def _fnf_dispatcher(self, recv: trio.MemoryReceiveChannel) -> None:
-        async for msg in recv:
-            handler = self._handlers.get((msg.channel, msg.topic))  # type: ignore[arg-type]
-            if handler is None:
-                self._stats.error("topic_unknown")
-                continue
-            try:
-                await self._call(handler, msg)
-            except Exception:
-                log.exception("fire-and-forget handler for %s/%s raised", msg.channel, msg.topic)
-                self._stats.error("handler_exception")
+            return {}
+        replies = await self.broadcast_request(
+            targets, channel, topic, request, timeout, optional=optional
+        )
+        return {t: to_reference_reply(r) for t, r in replies.items()}
 
 
 async def connect_in_process(a: Cell, b: Cell) -> tuple[Link, Link]:

@@ -118,3 +118,23 @@ def test_payload_nbytes():
     assert payload_nbytes(None) == 0
     assert payload_nbytes(b"abc") == 3
     assert payload_nbytes({"a": np.zeros(4, np.float32), "b": np.zeros(2)}) == 32
+
+
+def test_bookkeeping_modules_are_sans_io():
+    import ast
+    import pathlib
+
+    import cellnet
+
+    root = pathlib.Path(cellnet.__file__).resolve().parent
+    for name in ("requests.py", "stats.py"):
+        tree = ast.parse((root / name).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = (
+                    [a.name for a in node.names]
+                    if isinstance(node, ast.Import)
+                    else [node.module or ""]
+                )
+                for mod in names:
+                    assert mod.split(".")[0] not in {"trio", "ssl", "socket", "asyncio"}, name
