@@ -210,4 +210,3 @@ def to_reference_reply(reply: Message) -> Message:
 
 #: Header holding the cell-level code on a reply converted by :func:`to_reference_reply`.
 CELL_RC = "cellnet.cell_rc"
-
