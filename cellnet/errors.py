@@ -123,3 +123,15 @@ class IdentityMismatchError(AuthError):
 
 class FrameFormatError(RemoteProtocolError):
     """A received frame has a bad magic, an unknown version or type, or reserved bits set."""
+
+
+class RouteError(CellnetError):
+    """No route leads to a target cell, or a message ran out of hops."""
+
+
+class LinkClosedError(CellnetError):
+    """The link a message was to travel over is closed (or closed while it waited)."""
+
+
+class LinkBusyError(CellnetError):
+    """A link's send queue stayed full for longer than the sender agreed to wait."""

@@ -1,0 +1,229 @@
+"""The delivery half of a Cell: bulk batching, accepting, relaying and serving messages.
+
+:class:`Delivery` is a mixin of :class:`cellnet.cell.Cell` (split out to keep
+modules small); it uses the cell's links, handlers, request table and stats.
+A relayed MESSAGE frame keeps its payload bytes as received: only the headers
+(hop count, previous hop) are re-encoded, so tensors are never decoded on the
+way.  Bulk messages to one next hop are gathered in a ``_Batch`` and leave as
+one BATCH frame, flushed by size (by the sender, which thus feels backpressure)
+or by a timer ``bulk_interval`` after the first message.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+
+from cellnet.defs import CellReturnCode
+from cellnet.errors import (
+    CellnetError,
+    FQCNError,
+    LinkBusyError,
+    LinkClosedError,
+    LocalProtocolError,
+    RemoteProtocolError,
+    RouteError,
+)
+from cellnet.link import Link
+from cellnet.message import Message, MessageHeaderKey, MessageType
+from cellnet.requests import Reason, error_reply, reply_from_result
+from cellnet.stats import payload_nbytes
+from cellnet.wire import Frame, FrameFlags, FrameType, decode_batch, decode_message, encode_frame
+from cellnet.wire.codec import encode_batch, encode_message
+
+__all__ = ["Delivery"]
+
+log = logging.getLogger("cellnet.cell")
+K = MessageHeaderKey
+_COMM = CellReturnCode.COMM_ERROR.value
+_BATCH_ITEM_OVERHEAD = 96  # rough CBOR bytes of one batched message's headers
+
+
+class _Batch:
+    __slots__ = ("msgs", "nbytes")
+
+    def __init__(self) -> None:
+        self.msgs: list[Message] = []
+        self.nbytes = 0
+
+
+class Delivery:
+    """Mixin: what a cell does with messages after routing picked a hop (see module doc)."""
+
+    fqcn: str
+    max_hops: int
+    bulk_interval: float
+    bulk_max_bytes: int
+    send_timeout: float
+    _links: dict[str, Link]
+    _bulk: dict[str, _Batch]
+    _handlers: dict
+    _requests: Any
+    _stats: Any
+    _limits: Any
+    _fnf_in: trio.MemorySendChannel | None
+
+    # ----------------------------------------------------------------- bulk
+    async def _bulk_add(self, hop: str, msg: Message) -> None:
+        batch = self._bulk.get(hop)
+        if batch is None:
+            batch = self._bulk[hop] = _Batch()
+            self._running().start_soon(self._flush_later, hop, batch)
+        batch.msgs.append(msg)
+        batch.nbytes += payload_nbytes(msg.payload) + _BATCH_ITEM_OVERHEAD
+        if batch.nbytes >= self.bulk_max_bytes or len(batch.msgs) >= self._limits.max_batch_count:
+            await self._flush(hop)  # the sender pays for the flush: backpressure
+
+    async def _flush_later(self, hop: str, batch: _Batch) -> None:
+        await trio.sleep(self.bulk_interval)
+        if self._bulk.get(hop) is batch:
+            await self._flush(hop)
+
+    async def _flush(self, hop: str) -> None:
+        batch = self._bulk.pop(hop, None)
+        link = self._links.get(hop)
+        if batch is None or not batch.msgs:
+            return
+        try:
+            if link is None:
+                raise LinkClosedError(f"no link to {hop}")
+            await link.send(
+                encode_batch(batch.msgs, limits=self._limits), timeout=self.send_timeout
+            )
+        except (LinkBusyError, LinkClosedError, LocalProtocolError) as exc:
+            log.warning("bulk send of %d messages to %s failed: %s", len(batch.msgs), hop, exc)
+            self._stats.errors["bulk_dropped"] += len(batch.msgs)
+            return
+        for msg in batch.msgs:
+            self._stats.message_out(msg.channel, payload_nbytes(msg.payload))
+
+    # ----------------------------------------------------------------- receiving
+    async def _on_frame(self, link: Link, frame: Frame) -> None:
+        if frame.type is FrameType.MESSAGE:
+            headers = frame.headers
+            dest = headers.get(K.DESTINATION.value)
+            if dest == self.fqcn:
+                await self._accept(decode_message(frame))
+            else:
+                await self._relay(headers, frame, None)
+        elif frame.type is FrameType.BATCH:
+            for msg in decode_batch(frame):
+                if msg.destination == self.fqcn:
+                    await self._accept(msg)
+                else:
+                    await self._relay(msg.headers, None, msg)
+        else:
+            raise RemoteProtocolError(f"unexpected {frame.type.name} frame on a cell link")
+
+    async def _accept(self, msg: Message) -> None:
+        """Handle a message addressed to this cell."""
+        kind = msg.msg_type
+        self._stats.message_in(msg.channel, payload_nbytes(msg.payload))
+        if kind == MessageType.REQUEST:
+            self._running().start_soon(self._serve, msg)
+        elif kind == MessageType.REPLY:
+            if self._requests.resolve(msg) is None:
+                self._stats.error("late_reply")
+        elif kind == MessageType.FIRE_AND_FORGET:
+            assert self._fnf_in is not None
+            await self._fnf_in.send(msg)
+        else:
+            raise RemoteProtocolError(f"unknown message type {kind!r}")
+
+    async def _relay(self, headers: dict, frame: Frame | None, msg: Message | None) -> None:
+        """Forward a message for another cell: the frame's payload travels undecoded."""
+        dest = headers.get(K.DESTINATION.value)
+        hops = headers.get(K.HOP_COUNT.value, 0)
+        if type(hops) is not int or hops < 0:
+            raise RemoteProtocolError(f"bad hop count {hops!r}")
+        try:
+            hop = self._hop(dest) if isinstance(dest, str) else None
+        except FQCNError:
+            hop = None
+        if hops + 1 >= self.max_hops:
+            self._stats.error("hop_limit")
+            await self._bounce(
+                headers,
+                Reason.HOP_LIMIT,
+                f"{self.fqcn} dropped a message to {dest}: hop limit reached",
+            )
+            return
+        if hop is None or hop == self.fqcn:
+            if not headers.get(K.OPTIONAL.value):
+                self._stats.error("no_route")
+            await self._bounce(headers, Reason.NO_ROUTE, f"{self.fqcn} has no route to {dest}")
+            return
+        headers[K.HOP_COUNT.value] = hops + 1
+        headers[K.FROM_CELL.value] = self.fqcn
+        self._stats.forwarded += 1
+        try:
+            if frame is None:
+                assert msg is not None
+                await self._bulk_add(hop, msg)
+                return
+            body = None if frame.flags & FrameFlags.NO_PAYLOAD else frame.payload
+            segments = encode_frame(
+                FrameType.MESSAGE, headers, body, flags=frame.flags, limits=self._limits
+            )
+            await self._links[hop].send(segments, timeout=self.send_timeout)
+        except (LinkBusyError, LinkClosedError, KeyError) as exc:
+            await self._bounce(headers, Reason.LINK_BUSY, f"{self.fqcn} could not forward: {exc}")
+
+    async def _bounce(self, headers: dict, reason: str, error: str) -> None:
+        """Answer an undeliverable request with a ``comm_error`` reply (other kinds are dropped)."""
+        if headers.get(K.MSG_TYPE.value) != MessageType.REQUEST or K.ORIGIN.value not in headers:
+            return
+        request = Message._from_wire(headers, None)
+        await self._reply(error_reply(request, _COMM, reason, error))
+
+    async def _reply(self, reply: Message) -> None:
+        reply.headers[K.HOP_COUNT.value] = 0
+        dest = reply.destination
+        try:
+            hop = self._hop(dest) if isinstance(dest, str) else None
+            if hop is None:
+                raise RouteError(f"{self.fqcn} has no route to {dest}")
+            await self._send_via(hop, reply, self.send_timeout)
+        except (CellnetError, FQCNError) as exc:
+            log.warning("reply to %s not sent: %s", dest, exc)
+            self._stats.error("reply_lost")
+
+    async def _serve(self, request: Message) -> None:
+        handler = self._handlers.get((request.channel, request.topic))  # type: ignore[arg-type]
+        if handler is None:
+            reply = error_reply(
+                request,
+                CellReturnCode.INVALID_REQUEST,
+                Reason.TOPIC_UNKNOWN,
+                f"{self.fqcn} has no handler for channel {request.channel!r} "
+                f"topic {request.topic!r}",
+            )
+            self._stats.error("topic_unknown")
+        else:
+            try:
+                reply = reply_from_result(request, await self._call(handler, request))
+                encode_message(reply, limits=self._limits)  # fail here, not in the writer
+            except Exception as exc:
+                log.exception("handler for %s/%s raised", request.channel, request.topic)
+                self._stats.error("handler_exception")
+                reply = error_reply(
+                    request,
+                    CellReturnCode.PROCESS_EXCEPTION,
+                    Reason.HANDLER_EXCEPTION,
+                    f"{type(exc).__name__}: {exc}",
+                )
+        await self._reply(reply)
+
+    async def _fnf_dispatcher(self, recv: trio.MemoryReceiveChannel) -> None:
+        async for msg in recv:
+            handler = self._handlers.get((msg.channel, msg.topic))  # type: ignore[arg-type]
+            if handler is None:
+                self._stats.error("topic_unknown")
+                continue
+            try:
+                await self._call(handler, msg)
+            except Exception:
+                log.exception("fire-and-forget handler for %s/%s raised", msg.channel, msg.topic)
+                self._stats.error("handler_exception")

@@ -1,0 +1,442 @@
+"""Cell: a node of the cell network -- links to peers, routing, request/reply, bulk send, stats.
+
+Theory of operation
+-------------------
+A :class:`Cell` is an async context manager that owns one trio nursery.  Each
+peer connection is a :class:`~cellnet.link.Link` (any ``trio.abc.Stream``)
+added with :meth:`Cell.add_link`; the links' names are the routing table, and
+:func:`cellnet.routing.next_hop` (a pure function) picks the link a message
+leaves through.  Every message carries its origin, destination and a hop count;
+a cell that is not the destination forwards the frame as received -- headers
+updated, payload bytes untouched and undecoded -- and drops a message that
+reached ``max_hops``, answering a request with an error reply.
+
+Requests originated here are tracked in a sans-IO
+:class:`~cellnet.requests.RequestTable`; the waiting task sleeps on a
+``trio.Event`` under ``trio.move_on_after(timeout)``, so every timeout runs on
+trio's clock.  Each incoming request runs in its own task; fire-and-forget
+messages go through one queue and are handled in arrival order.  Replies carry
+a cell-level return code (``CellReturnCode``); :meth:`Cell.send_to_cell` maps
+them to the reference codes through ``RC_TABLE``.
+
+Bulk fire-and-forget messages are gathered per next hop and sent as one BATCH
+frame when ``bulk_max_bytes`` is reached or ``bulk_interval`` seconds after
+the first one, whichever comes first; a link writes frames in the order they
+were queued, so bulk messages arrive in order.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import trio
+import trio.testing
+
+from cellnet import fqcn as _fqcn
+from cellnet._delivery import Delivery, _Batch
+from cellnet.defs import CellReturnCode
+from cellnet.errors import (
+    LimitExceededError,
+    LinkBusyError,
+    LinkClosedError,
+)
+from cellnet.link import Link, LinkConfig
+from cellnet.message import Message, MessageHeaderKey, MessageType
+from cellnet.requests import (
+    REASON,
+    Reason,
+    RequestTable,
+    error_reply,
+    timeout_reply,
+    to_reference_reply,
+)
+from cellnet.routing import MAX_HOPS, next_hop
+from cellnet.stats import CellStatistics, StatsRecorder, payload_nbytes
+from cellnet.wire.codec import encode_message
+
+__all__ = ["Cell", "connect_in_process"]
+
+log = logging.getLogger("cellnet.cell")
+K = MessageHeaderKey
+_OK = CellReturnCode.OK.value
+_COMM = CellReturnCode.COMM_ERROR.value
+
+
+class _Handler:
+    __slots__ = ("blocking", "fn", "is_async")
+
+    def __init__(self, fn: Callable, is_async: bool, blocking: bool) -> None:
+        self.fn, self.is_async, self.blocking = fn, is_async, blocking
+
+
+def _name(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} must be a non-empty str, got {value!r}")
+    return value
+
+
+def _targets(targets: str | Iterable[str]) -> list[str]:
+    """Validated targets without duplicates, in the given order."""
+    if isinstance(targets, str):
+        targets = [targets]
+    out = [_fqcn.validate(t) for t in targets]
+    return list(dict.fromkeys(out))
+
+
+def _as_message(msg: Any) -> Message:
+    return msg if isinstance(msg, Message) else Message(None, msg)
+
+
+class Cell(Delivery):
+    """A node of the cell network; use as ``async with Cell("site-1") as cell:``.
+
+    ``parent`` overrides the tree parent derived from the name (e.g. an agent
+    attached to a site).  ``send_timeout`` bounds how long fire-and-forget
+    sends, replies and relays wait for room on a full link.
+    """
+
+    def __init__(
+        self,
+        fqcn: str,
+        *,
+        parent: str | None = None,
+        link_config: LinkConfig | None = None,
+        max_pending: int = 100_000,
+        max_hops: int = MAX_HOPS,
+        bulk_interval: float = 0.005,
+        bulk_max_bytes: int = 256 * 1024,
+        send_timeout: float = 30.0,
+        fnf_queue: int = 4096,
+    ) -> None:
+        self.fqcn = _fqcn.validate(fqcn)
+        self.parent = _fqcn.validate(parent) if parent is not None else None
+        if link_config is not None and not isinstance(link_config, LinkConfig):
+            raise TypeError("link_config must be a LinkConfig")
+        self.link_config = link_config if link_config is not None else LinkConfig()
+        self._limits = self.link_config.limits
+        for name, value in (("max_hops", max_hops), ("bulk_max_bytes", bulk_max_bytes)):
+            if type(value) is not int or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        for name, value in (("bulk_interval", bulk_interval), ("send_timeout", send_timeout)):
+            if not isinstance(value, int | float) or not value > 0:
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        self.max_hops = max_hops
+        self.bulk_interval = bulk_interval
+        self.bulk_max_bytes = bulk_max_bytes
+        self.send_timeout = send_timeout
+        self._fnf_queue = fnf_queue
+        self._links: dict[str, Link] = {}
+        self._handlers: dict[tuple[str, str], _Handler] = {}
+        self._requests = RequestTable(max_pending)
+        self._stats = StatsRecorder()
+        self._bulk: dict[str, _Batch] = {}
+        self._nursery: trio.Nursery | None = None
+        self._nursery_cm: Any = None
+        self._fnf_in: trio.MemorySendChannel | None = None
+
+    def __repr__(self) -> str:
+        return f"<Cell {self.fqcn}: {len(self._links)} links, {len(self._requests)} pending>"
+
+    # ----------------------------------------------------------------- lifecycle
+    async def __aenter__(self) -> Cell:
+        if self._nursery_cm is not None:
+            raise RuntimeError(f"cell {self.fqcn} is already running (or has run)")
+        self._nursery_cm = trio.open_nursery()
+        self._nursery = await self._nursery_cm.__aenter__()
+        send, recv = trio.open_memory_channel[Message](self._fnf_queue)
+        self._fnf_in = send
+        self._nursery.start_soon(self._fnf_dispatcher, recv)
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        nursery = self._nursery
+        assert nursery is not None
+        if exc_info[0] is None:
+            with trio.move_on_after(1.0):  # best effort: deliver what is batched
+                for hop in list(self._bulk):
+                    await self._flush(hop)
+        self._nursery = None
+        self._requests.fail_all(Reason.LINK_CLOSED, f"cell {self.fqcn} is closing")
+        for link in list(self._links.values()):
+            link.close(f"cell {self.fqcn} closing")
+        nursery.cancel_scope.cancel()
+        return await self._nursery_cm.__aexit__(*exc_info)
+
+    def _running(self) -> trio.Nursery:
+        if self._nursery is None:
+            raise RuntimeError(f"cell {self.fqcn} is not running (use 'async with cell:')")
+        return self._nursery
+
+    async def add_link(self, stream: trio.abc.Stream, peer_fqcn: str) -> Link:
+        """Attach an authenticated stream to ``peer_fqcn``; a previous link to it is replaced."""
+        nursery = self._running()
+        peer = _fqcn.validate(peer_fqcn)
+        if peer == self.fqcn:
+            raise ValueError(f"cell {self.fqcn} cannot link to itself")
+        link = Link(
+            stream, peer, self._on_frame, on_closed=self._link_closed, config=self.link_config
+        )
+        old = self._links.get(peer)
+        self._links[peer] = link
+        if old is not None:
+            old.close("replaced by a new link")
+        nursery.start_soon(link.run)
+        await trio.lowlevel.checkpoint()
+        return link
+
+    def _link_closed(self, link: Link) -> None:
+        if self._links.get(link.peer) is link:
+            del self._links[link.peer]
+            batch = self._bulk.pop(link.peer, None)
+            if batch is not None:
+                self._stats.errors["bulk_dropped"] += len(batch.msgs)
+        failed = self._requests.fail_via(
+            link.peer, Reason.LINK_CLOSED, f"link to {link.peer} closed: {link.close_reason}"
+        )
+        if failed:
+            self._stats.errors["link_closed"] += len(failed)
+
+    @property
+    def peers(self) -> tuple[str, ...]:
+        """FQCNs of the cells this one has a live link to."""
+        return tuple(sorted(self._links))
+
+    def get_link(self, peer: str) -> Link | None:
+        return self._links.get(peer)
+
+    def statistics(self) -> CellStatistics:
+        """A snapshot of this cell's traffic, latency and error counters."""
+        queued = {peer: link.queued_bytes for peer, link in sorted(self._links.items())}
+        return self._stats.snapshot(self.fqcn, self.peers, len(self._requests), queued)
+
+    # ----------------------------------------------------------------- handlers
+    def register_request_cb(
+        self, channel: str, topic: str, handler: Callable, *, blocking: bool = False
+    ) -> None:
+        """Serve ``(channel, topic)`` with ``handler(message)`` (replaces a previous one).
+
+        The handler may be async, or sync: a sync handler runs inline unless
+        ``blocking=True``, then in a worker thread (``trio.to_thread``).  It
+        returns the reply payload, or a :class:`Message` whose headers and
+        payload form the reply (``RETURN_CODE`` defaults to ``ok``).
+        """
+        key = (_name(channel, "channel"), _name(topic, "topic"))
+        if not callable(handler):
+            raise TypeError(f"handler must be callable, got {type(handler).__name__}")
+        is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+            getattr(handler, "__call__", None)  # noqa: B004 - async callable objects
+        )
+        if is_async and blocking:
+            raise ValueError("blocking=True is for sync handlers; an async one must not block")
+        self._handlers[key] = _Handler(handler, is_async, blocking)
+
+    async def _call(self, handler: _Handler, msg: Message) -> Any:
+        if handler.is_async:
+            return await handler.fn(msg)
+        if handler.blocking:
+            return await trio.to_thread.run_sync(handler.fn, msg)
+        return handler.fn(msg)
+
+    # ----------------------------------------------------------------- sending
+    def _hop(self, target: str) -> str | None:
+        return next_hop(self.fqcn, target, self._links, parent=self.parent)
+
+    def _stamp(
+        self, kind: MessageType, target: str, channel: str, topic: str, msg: Any, optional: bool
+    ) -> Message:
+        msg = _as_message(msg)
+        headers = dict(msg.headers)
+        headers[K.CHANNEL.value] = _name(channel, "channel")
+        headers[K.TOPIC.value] = _name(topic, "topic")
+        headers[K.MSG_TYPE.value] = kind.value
+        headers[K.ORIGIN.value] = self.fqcn
+        headers[K.DESTINATION.value] = target
+        headers[K.HOP_COUNT.value] = 0
+        if optional:
+            headers[K.OPTIONAL.value] = True
+        return Message._from_wire(headers, msg.payload)
+
+    async def _send_via(self, hop: str, msg: Message, timeout: float | None) -> None:
+        """Send ``msg`` over the link to ``hop`` (or deliver it here when ``hop`` is me)."""
+        if hop == self.fqcn:
+            await self._accept(msg)
+            return
+        link = self._links.get(hop)
+        if link is None:
+            raise LinkClosedError(f"no link to {hop}")
+        await link.send(encode_message(msg, limits=self._limits), timeout=timeout)
+        self._stats.message_out(msg.channel, payload_nbytes(msg.payload))
+
+    async def send_request(
+        self,
+        target: str,
+        channel: str,
+        topic: str,
+        msg: Any = None,
+        timeout: float = 10.0,
+        *,
+        optional: bool = False,
+    ) -> Message:
+        """Send a request and wait for its reply; never raises for delivery problems.
+
+        The reply's ``return_code`` is ``ok`` or the cell-level error:
+        ``timeout`` (no reply in ``timeout`` seconds, on trio's clock),
+        ``comm_error`` (no route, link closed, hop limit), ``invalid_request``
+        (no handler; ``REASON`` header ``TOPIC_UNKNOWN``) or
+        ``process_exception`` (the handler raised).
+        """
+        target = _fqcn.validate(target)
+        if not isinstance(timeout, int | float) or not timeout > 0 or math.isnan(timeout):
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        self._running()
+        request = self._stamp(MessageType.REQUEST, target, channel, topic, msg, optional)
+        hop = self._hop(target)
+        event = trio.Event()
+        pending = self._requests.add(target, hop, trio.current_time(), event.set)
+        request.headers[K.REQ_ID.value] = pending.req_id
+        try:
+            if hop is None:
+                return error_reply(
+                    request, _COMM, Reason.NO_ROUTE, f"{self.fqcn} has no route to {target}"
+                )
+            with trio.move_on_after(timeout):
+                try:
+                    await self._send_via(hop, request, None)
+                except LinkClosedError as exc:
+                    pending.complete(error_reply(request, _COMM, Reason.LINK_CLOSED, str(exc)))
+                await event.wait()
+            reply = pending.reply
+            if reply is None:
+                reply = timeout_reply(pending, channel, topic, timeout)
+            self._stats.latency.add(trio.current_time() - pending.started)
+            if reply.return_code != _OK:
+                self._stats.error(f"request:{reply.return_code}")
+            return reply
+        finally:
+            self._requests.discard(pending.req_id)
+
+    async def broadcast_request(
+        self,
+        targets: str | Iterable[str],
+        channel: str,
+        topic: str,
+        msg: Any = None,
+        timeout: float = 10.0,
+        *,
+        optional: bool = False,
+    ) -> dict[str, Message]:
+        """Send one request to every target concurrently; ``{target: reply}`` for each.
+
+        Unreachable and timed-out targets get error replies; with ``optional``
+        a target no cell can route to is left out instead.
+        """
+        names = _targets(targets)
+        _as_message(msg)
+        room = self._requests.max_pending - len(self._requests)
+        if len(names) > room:
+            raise LimitExceededError(f"{len(names)} targets but room for {room} more requests")
+        replies: dict[str, Message] = {}
+
+        async def one(target: str) -> None:
+            try:
+                reply = await self.send_request(
+                    target, channel, topic, msg, timeout, optional=optional
+                )
+            except LimitExceededError as exc:  # the table filled up meanwhile
+                reply = Message(
+                    {
+                        K.MSG_TYPE.value: MessageType.REPLY.value,
+                        K.ORIGIN.value: target,
+                        K.RETURN_CODE.value: _COMM,
+                        K.ERROR.value: str(exc),
+                        REASON: Reason.TOO_MANY_PENDING,
+                    }
+                )
+            if optional and reply.get_header(REASON) == Reason.NO_ROUTE:
+                return
+            replies[target] = reply
+
+        async with trio.open_nursery() as nursery:
+            for target in names:
+                nursery.start_soon(one, target)
+        return {t: replies[t] for t in names if t in replies}
+
+    async def fire_and_forget(
+        self,
+        targets: str | Iterable[str],
+        channel: str,
+        topic: str,
+        msg: Any = None,
+        *,
+        bulk: bool = False,
+        optional: bool = False,
+    ) -> dict[str, str]:
+        """Send without waiting for replies; ``{target: "ok" | "comm_error"}``.
+
+        ``ok`` means handed to the link (not that it was handled).  A full
+        link is waited on for at most ``send_timeout`` seconds; then the target
+        gets ``comm_error``.  With ``bulk`` messages to the same next hop go
+        out together as one BATCH frame, in order.  With ``optional``
+        unroutable targets are skipped silently.
+        """
+        names = _targets(targets)
+        self._running()
+        status: dict[str, str] = {}
+        for target in names:
+            out = self._stamp(MessageType.FIRE_AND_FORGET, target, channel, topic, msg, optional)
+            hop = self._hop(target)
+            if hop is None:
+                if not optional:
+                    status[target] = _COMM
+                    self._stats.error("no_route")
+                continue
+            try:
+                if bulk and hop != self.fqcn:
+                    await self._bulk_add(hop, out)
+                else:
+                    await self._send_via(hop, out, self.send_timeout)
+                status[target] = _OK
+            except (LinkBusyError, LinkClosedError) as exc:
+                log.warning("fire-and-forget to %s failed: %s", target, exc)
+                self._stats.error("link_busy" if isinstance(exc, LinkBusyError) else "link_closed")
+                status[target] = _COMM
+        return status
+
+    async def send_to_cell(
+        self,
+        targets: str | Iterable[str],
+        channel: str,
+        topic: str,
+        request: Any,
+        timeout: float,
+        bulk_send: bool = False,
+        optional: bool = False,
+    ) -> dict[str, Message]:
+        """The reference façade: ``timeout == 0`` is fire-and-forget (returns ``{}``),
+        else ``{target: reply}`` with reference return codes (``ReturnCode.OK``,
+        ``COMMUNICATION_ERROR``, ``EXECUTION_EXCEPTION``, ``TOPIC_UNKNOWN``, ...)."""
+        if not isinstance(timeout, int | float) or timeout < 0 or math.isnan(timeout):
+            raise ValueError(f"timeout must be >= 0 seconds, got {timeout!r}")
+        if timeout == 0:
+            await self.fire_and_forget(
+                targets, channel, topic, request, bulk=bulk_send, optional=optional
+            )
+            return {}
+        replies = await self.broadcast_request(
+            targets, channel, topic, request, timeout, optional=optional
+        )
+        return {t: to_reference_reply(r) for t, r in replies.items()}
+
+
+async def connect_in_process(a: Cell, b: Cell) -> tuple[Link, Link]:
+    """Link two running cells of this process with an in-memory stream pair (no sockets).
+
+    The pair is ``trio.testing.lockstep_stream_pair``: it buffers nothing, so
+    each link's bounded send queue is the only buffer, as over a socket.
+    """
+    left, right = trio.testing.lockstep_stream_pair()
+    return await a.add_link(left, b.fqcn), await b.add_link(right, a.fqcn)

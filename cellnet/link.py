@@ -1,0 +1,301 @@
+"""Link: one peer connection -- any trio Stream, a frame decoder, a coalescing writer, heartbeats.
+
+Theory of operation
+-------------------
+A :class:`Link` owns one ``trio.abc.Stream`` to one peer cell (an already
+authenticated TLS stream, a unix socket, or an in-memory pair) and runs three
+tasks in :meth:`Link.run`:
+
+* the **reader** feeds received bytes to a sans-IO :class:`FrameDecoder` and
+  hands each frame to the owner's ``on_frame`` coroutine (PING is answered
+  here; MESSAGE/BATCH and anything else go to the owner, which may raise
+  :class:`RemoteProtocolError` to close the link);
+* the **writer** waits for queued frames and writes everything that is ready
+  with one ``send_all`` (small segments are joined; a large payload segment is
+  written as is, never copied), so 64 pipelined requests cost one write;
+* the **heartbeat** (optional) sends PING when nothing arrived for an interval
+  and closes the link when the peer stays silent for ``idle_timeout``.  Both
+  sides ping, so a link whose cells are busy with long local work stays up as
+  long as their event loops run.
+
+Backpressure: bytes queued and not yet written (including the batch being
+written) are bounded by ``max_queued_bytes``.  :meth:`Link.send` waits, in
+FIFO order, until a frame fits (a frame bigger than the bound is admitted
+alone into an empty queue), optionally for at most ``timeout`` seconds before
+raising :class:`LinkBusyError`.  A slow receiver therefore slows its senders
+instead of growing their memory.
+
+Any protocol violation, a broken stream or a silent peer closes this link
+only: the reason is logged and kept in ``close_reason``, waiting senders get
+:class:`LinkClosedError`, and the owner's ``on_closed`` is called once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from cellnet.errors import LinkBusyError, LinkClosedError, RemoteProtocolError
+from cellnet.wire import CLOSED, NEED_DATA, Frame, FrameDecoder, FrameType, WireLimits, encode_frame
+
+__all__ = ["Link", "LinkConfig"]
+
+log = logging.getLogger("cellnet.link")
+
+FrameHandler = Callable[["Link", Frame], Awaitable[None]]
+_PING = b"".join(encode_frame(FrameType.PING))
+_PONG = b"".join(encode_frame(FrameType.PONG))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LinkConfig:
+    """Tunables of a link; the defaults suit a LAN/WAN TLS link."""
+
+    max_queued_bytes: int = 16 * 1024 * 1024
+    heartbeat_interval: float | None = 10.0
+    idle_timeout: float | None = 60.0
+    read_size: int = 256 * 1024
+    coalesce_below: int = 64 * 1024  # segments smaller than this are joined into one write
+    limits: WireLimits = dataclasses.field(default_factory=WireLimits)
+
+    def __post_init__(self) -> None:
+        for name in ("max_queued_bytes", "read_size", "coalesce_below"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise ValueError(f"LinkConfig.{name} must be a positive int, got {value!r}")
+        for name in ("heartbeat_interval", "idle_timeout"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int | float) or not value > 0):
+                raise ValueError(f"LinkConfig.{name} must be a positive number or None")
+        if not isinstance(self.limits, WireLimits):
+            raise TypeError("LinkConfig.limits must be WireLimits")
+
+
+class Link:
+    """One connection to one peer cell; see the module docstring."""
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        peer: str,
+        on_frame: FrameHandler,
+        *,
+        on_closed: Callable[[Link], None] | None = None,
+        config: LinkConfig | None = None,
+    ) -> None:
+        if not isinstance(stream, trio.abc.Stream):
+            raise TypeError(f"a link needs a trio.abc.Stream, got {type(stream).__name__}")
+        self.config = config if config is not None else LinkConfig()
+        self.stream = stream
+        self.peer = peer
+        self._on_frame = on_frame
+        self._on_closed = on_closed
+        self._decoder = FrameDecoder(self.config.limits)
+        self._queue: deque[tuple[list, int]] = deque()
+        self._queued = 0
+        self._has_data = trio.lowlevel.ParkingLot()
+        self._space = trio.lowlevel.ParkingLot()
+        self._fifo = trio.StrictFIFOLock()
+        self._cancel: trio.CancelScope | None = None
+        self._closed = False
+        self.close_reason: str | None = None
+        self.finished = trio.Event()
+        self.last_received = trio.current_time()
+        #: counters: frames queued, bytes written, ``send_all`` calls, frames received
+        self.frames_out = 0
+        self.bytes_out = 0
+        self.writes = 0
+
+    def __repr__(self) -> str:
+        state = f"closed: {self.close_reason}" if self._closed else "open"
+        return f"<Link to {self.peer} ({state}), {self._queued} bytes queued>"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes accepted by :meth:`send` and not yet fully written to the stream."""
+        return self._queued
+
+    @property
+    def frames_in(self) -> int:
+        return self._decoder.frames_received
+
+    # ------------------------------------------------------------------ sending
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LinkClosedError(f"link to {self.peer} is closed ({self.close_reason})")
+
+    def _fits(self, nbytes: int) -> bool:
+        return self._queued == 0 or self._queued + nbytes <= self.config.max_queued_bytes
+
+    def _enqueue(self, segments: list, nbytes: int) -> None:
+        self._queue.append((segments, nbytes))
+        self._queued += nbytes
+        self.frames_out += 1
+        self._has_data.unpark_all()
+
+    def send_nowait(self, segments: list) -> bool:
+        """Queue a frame if it fits now and nobody waits before it; False otherwise."""
+        self._check_open()
+        nbytes = sum(len(s) for s in segments)
+        if self._fifo.locked() or not self._fits(nbytes):
+            return False
+        self._enqueue(segments, nbytes)
+        return True
+
+    async def send(self, segments: list, *, timeout: float | None = None) -> None:
+        """Queue one encoded frame (its segments), waiting while the queue is full.
+
+        Frames are written in the order their ``send`` calls began.  Raises
+        :class:`LinkBusyError` after ``timeout`` seconds without room and
+        :class:`LinkClosedError` if the link is or becomes closed.  The
+        segments must not change until written.
+        """
+        if self.send_nowait(segments):
+            return
+        nbytes = sum(len(s) for s in segments)
+        with trio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
+            async with self._fifo:
+                while not self._fits(nbytes):
+                    self._check_open()
+                    await self._space.park()
+                self._check_open()
+                self._enqueue(segments, nbytes)
+                return
+        if scope.cancelled_caught:
+            raise LinkBusyError(
+                f"link to {self.peer}: {self._queued} bytes queued, no room for {nbytes} more "
+                f"within {timeout} s (max_queued_bytes={self.config.max_queued_bytes})"
+            )
+
+    def _send_control(self, data: bytes) -> None:
+        """Queue a tiny control frame, bypassing the bound (it must not wait behind data)."""
+        if not self._closed:
+            self._enqueue([data], len(data))
+
+    def _take_batch(self) -> tuple[list, int]:
+        """Everything queued, as buffers to write in order (small segments joined)."""
+        out: list = []
+        small: list = []
+        total = 0
+        limit = self.config.coalesce_below
+        while self._queue:
+            segments, nbytes = self._queue.popleft()
+            total += nbytes
+            for seg in segments:
+                if len(seg) < limit:
+                    small.append(seg)
+                    continue
+                if small:
+                    out.append(b"".join(small))
+                    small = []
+                out.append(seg)
+        if small:
+            out.append(b"".join(small))
+        return out, total
+
+    # ------------------------------------------------------------------ tasks
+    async def _writer(self) -> str:
+        while True:
+            if not self._queue:
+                await self._has_data.park()
+                continue
+            buffers, nbytes = self._take_batch()
+            for buf in buffers:
+                await self.stream.send_all(buf)
+            self.writes += len(buffers)
+            self.bytes_out += nbytes
+            self._queued -= nbytes
+            self._space.unpark_all()
+
+    async def _reader(self) -> str:
+        decoder = self._decoder
+        read_size = self.config.read_size
+        while True:
+            data = await self.stream.receive_some(read_size)
+            self.last_received = trio.current_time()
+            decoder.receive_data(data)
+            while True:
+                frame = decoder.next_frame()
+                if frame is NEED_DATA:
+                    break
+                if frame is CLOSED:
+                    return "peer closed the stream"
+                ftype = frame.type
+                if ftype is FrameType.PING:
+                    self._send_control(_PONG)
+                elif ftype is FrameType.PONG:
+                    pass
+                elif ftype is FrameType.GOAWAY:
+                    return f"peer said goodbye: {frame.headers.get('reason', 'no reason')}"
+                else:
+                    await self._on_frame(self, frame)
+
+    async def _heartbeat(self) -> str:
+        interval = self.config.heartbeat_interval
+        idle = self.config.idle_timeout
+        while True:
+            await trio.sleep(interval)
+            silent = trio.current_time() - self.last_received
+            if idle is not None and silent >= idle:
+                return f"peer silent for {silent:.1f} s (idle_timeout={idle} s)"
+            if silent >= interval:
+                self._send_control(_PING)
+
+    async def _guard(self, task: Callable[[], Awaitable[str]]) -> None:
+        try:
+            reason = await task()
+        except RemoteProtocolError as exc:
+            reason = f"protocol error from peer: {exc}"
+            log.warning("closing link to %s: %s", self.peer, reason)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            reason = f"stream broken: {exc!r}"
+        self.close(reason)
+
+    async def run(self) -> None:
+        """Run the link until it closes; always closes the stream and calls ``on_closed``."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._cancel = nursery.cancel_scope
+                if self._closed:
+                    nursery.cancel_scope.cancel()
+                nursery.start_soon(self._guard, self._reader)
+                nursery.start_soon(self._guard, self._writer)
+                if self.config.heartbeat_interval is not None:
+                    nursery.start_soon(self._guard, self._heartbeat)
+        finally:
+            self.close(self.close_reason or "cancelled")
+            await trio.aclose_forcefully(self.stream)
+            self.finished.set()
+            if self._on_closed is not None:
+                self._on_closed(self)
+
+    def close(self, reason: str = "closed by this side") -> None:
+        """Close the link (idempotent): stop its tasks and fail waiting senders."""
+        if self._closed:
+            return
+        self._closed = True
+        self.close_reason = reason
+        log.info("link to %s closed: %s", self.peer, reason)
+        if self._cancel is not None:
+            self._cancel.cancel()
+        self._space.unpark_all()
+        self._has_data.unpark_all()
+
+    async def goodbye(self, reason: str = "closing") -> None:
+        """Tell the peer we are leaving (GOAWAY), give the writer a moment, then close."""
+        if self._closed:
+            return
+        self._send_control(b"".join(encode_frame(FrameType.GOAWAY, {"reason": reason})))
+        with trio.move_on_after(1.0):
+            while self._queued and not self._closed:
+                await self._space.park()
+        self.close(reason)
+        await self.finished.wait()
