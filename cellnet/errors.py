@@ -123,3 +123,7 @@ class IdentityMismatchError(AuthError):
 
 class FrameFormatError(RemoteProtocolError):
     """A received frame has a bad magic, an unknown version or type, or reserved bits set."""
+
+
+class LinkError(CellnetError, ConnectionError):
+    """A link to a peer could not be set up: unreachable, refused, or too slow to answer."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cellnet.transport.backoff import Backoff, connect_with_retry
 from cellnet.transport.tls import TLSStream
 
-__all__ = ["TLSStream"]
+__all__ = ["Backoff", "TLSStream", "connect_with_retry"]
