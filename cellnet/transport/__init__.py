@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 from cellnet.transport.backoff import Backoff, connect_with_retry
+from cellnet.transport.tcp import PROTOCOL_VERSION, Link, open_link_stream, serve_links
 from cellnet.transport.tls import TLSStream
 
-__all__ = ["Backoff", "TLSStream", "connect_with_retry"]
+__all__ = [
+    "PROTOCOL_VERSION",
+    "Backoff",
+    "Link",
+    "TLSStream",
+    "connect_with_retry",
+    "open_link_stream",
+    "serve_links",
+]
