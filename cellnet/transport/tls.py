@@ -326,10 +326,12 @@ class TLSStream(trio.abc.Stream):
             raise TypeError("buffer must be writable")
         if not len(view):
             raise ValueError("buffer must not be empty")
+        return await self._receive_into(view, checkpointed=False)
+
+    async def _receive_into(self, view: memoryview, *, checkpointed: bool) -> int:
         with self._recv_conflict:
             self._check()
             await self._ensure_handshake()
-            checkpointed = False
             while True:
                 if self._eof:
                     n = 0
@@ -357,15 +359,17 @@ class TLSStream(trio.abc.Stream):
             if max_bytes < 1:
                 raise ValueError("max_bytes must be >= 1")
         limit = max_bytes or self._read_size
+        read = False
         with self._recv_conflict:
             self._check()
             await self._ensure_handshake()
             while not (self._eof or self._incoming.eof or self._buffered() or self._pending_exc):
                 await self._read_transport()
+                read = True
         # every buffered record fits: incoming ciphertext is at least as long as its plaintext
         size = min(limit, max(1, self._buffered()))
         buf = bytearray(size)
-        n = await self.receive_into(buf)
+        n = await self._receive_into(memoryview(buf), checkpointed=read)
         del buf[n:]
         return buf
 
