@@ -135,3 +135,7 @@ class LinkClosedError(CellnetError):
 
 class LinkBusyError(CellnetError):
     """A link's send queue stayed full for longer than the sender agreed to wait."""
+
+
+class LinkError(CellnetError, ConnectionError):
+    """A link to a peer could not be set up: unreachable, refused, or too slow to answer."""

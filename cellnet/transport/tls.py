@@ -1,0 +1,445 @@
+"""TLSStream: TLS over a trio stream, driven by hand through ``ssl.MemoryBIO`` for bulk speed.
+
+Theory of operation.  An ``ssl.SSLObject`` sits between two memory BIOs:
+ciphertext read from the socket is written into *incoming*, OpenSSL decrypts
+it into the caller's buffer; plaintext we write is encrypted into *outgoing*,
+whose bytes we then push to the socket.  Stock ``trio.SSLStream`` does the
+same but with small reads and one SSL call per receive, which leaves it at a
+third of the machine's TLS ceiling (``CEILINGS.md``).  Here:
+
+* the receive side reads up to ``read_size`` (1 MiB) of ciphertext at a time
+  into one reused buffer, feeds it to *incoming*, and then decrypts every
+  buffered record straight into the caller's buffer (``receive_into``), so one
+  socket read and one Python-level loop carry a whole megabyte;
+* the send side encrypts in ``write_size`` pieces and writes *outgoing* to the
+  socket once per ``flush_size`` bytes and once at the end, so a list of
+  segments (``send_segments``) leaves in as few socket writes as possible.
+
+Concurrency: one sending and one receiving task may use the stream at the
+same time (two at once on the same side is a ``trio.BusyResourceError``).
+The SSLObject itself is only touched synchronously, so it needs no lock; the
+two transport directions each have one.  Outgoing bytes are taken from the
+BIO only while the send lock is held, so records reach the socket in the
+order OpenSSL produced them even when the receive path has something to send
+(post-handshake messages).  A side that needs peer bytes it cannot get on its
+own (``SSLWantReadError`` while writing or during the handshake) reads from
+the socket under the receive lock, and skips its read if another task read
+while it waited -- the scheme of ``trio.SSLStream``.
+
+Bytes taken from *outgoing* but not yet written stay in ``_unsent`` and go out
+first on the next flush, so a cancelled ``send_all`` never tears a record
+(over a trio socket; over any other transport a cancelled flush breaks the
+stream, as in trio).
+
+Errors: handshake failures become the typed :class:`~cellnet.errors.AuthError`
+of :func:`~cellnet.security.classify_ssl_error` (also when a certificate
+rejection only reaches us with the first record after the handshake, as TLS
+1.3 clients see it); a transport failure, or the peer closing without a TLS
+close_notify (mid-record or not), is ``trio.BrokenResourceError``; use after
+:meth:`aclose` is ``trio.ClosedResourceError``.
+"""
+
+from __future__ import annotations
+
+import errno
+import ssl
+from collections.abc import Iterable
+from typing import Any
+
+import trio
+
+from cellnet.errors import AuthError
+from cellnet.security import classify_ssl_error
+
+__all__ = ["TLSStream"]
+
+MiB = 1 << 20
+READ_SIZE = 1 * MiB
+WRITE_SIZE = 512 * 1024
+FLUSH_SIZE = 1 * MiB
+
+_OK, _BROKEN, _CLOSED = "ok", "broken", "closed"
+
+
+class _Conflict:
+    """Raises ``trio.BusyResourceError`` when two tasks enter the same direction at once."""
+
+    __slots__ = ("_busy", "_msg")
+
+    def __init__(self, msg: str) -> None:
+        self._busy = False
+        self._msg = msg
+
+    def __enter__(self) -> None:
+        if self._busy:
+            raise trio.BusyResourceError(self._msg)
+        self._busy = True
+
+    def __exit__(self, *exc: object) -> None:
+        self._busy = False
+
+
+def _byte_view(data: Any, what: str) -> memoryview:
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise TypeError(f"{what} must be a bytes-like object, not {type(data).__name__}") from None
+    if view.format != "B" or view.ndim != 1:
+        if not view.c_contiguous:
+            raise ValueError(f"{what} must be C-contiguous")
+        view = view.cast("B")
+    return view
+
+
+def _auth_failure(exc: ssl.SSLError) -> AuthError | None:
+    """The AuthError an SSL failure after the handshake stands for, if it is about certificates."""
+    err = classify_ssl_error(exc)
+    if type(err) is not AuthError or err.by_peer or err.verify_code is not None:
+        return err
+    return None
+
+
+class TLSStream(trio.abc.Stream):
+    """A TLS 1.3 stream over ``transport_stream`` (fast path for ``trio.SocketStream``).
+
+    ``ssl_context`` comes from :func:`cellnet.security.server_context` or
+    :func:`~cellnet.security.client_context`.  The handshake runs on the
+    first send or receive, or explicitly with :meth:`do_handshake`.
+    """
+
+    def __init__(
+        self,
+        transport_stream: trio.abc.Stream,
+        ssl_context: ssl.SSLContext,
+        *,
+        server_side: bool = False,
+        server_hostname: str | None = None,
+        read_size: int = READ_SIZE,
+        write_size: int = WRITE_SIZE,
+        flush_size: int = FLUSH_SIZE,
+    ) -> None:
+        for name, value in (("read_size", read_size), ("write_size", write_size),
+                            ("flush_size", flush_size)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        self.transport_stream = transport_stream
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._ssl = ssl_context.wrap_bio(
+            self._incoming, self._outgoing, server_side=server_side,
+            server_hostname=server_hostname,
+        )
+        sock = transport_stream.socket if isinstance(transport_stream, trio.SocketStream) else None
+        self._sock = sock
+        self._rbuf = bytearray(read_size) if sock is not None else None
+        self._read_size = read_size
+        self._write_size = write_size
+        self._flush_size = flush_size
+        self._state = _OK
+        self._eof = False
+        self._handshook = False
+        self._handshake_error: BaseException | None = None
+        self._pending_exc: BaseException | None = None
+        self._unsent = memoryview(b"")
+        self._reads = 0
+        self._send_lock = trio.StrictFIFOLock()
+        self._recv_lock = trio.Lock()
+        self._handshake_lock = trio.Lock()
+        self._send_conflict = _Conflict("another task is sending on this TLSStream")
+        self._recv_conflict = _Conflict("another task is receiving on this TLSStream")
+
+    # ---- introspection -------------------------------------------------
+
+    @property
+    def ssl_object(self) -> ssl.SSLObject:
+        """The underlying ``SSLObject`` (for ``getpeercert``, ``version``, ``cipher``)."""
+        return self._ssl
+
+    def getpeercert(self, binary_form: bool = False) -> Any:
+        return self._ssl.getpeercert(binary_form)
+
+    # ---- state ---------------------------------------------------------
+
+    def _check(self) -> None:
+        if self._state is _CLOSED:
+            raise trio.ClosedResourceError("this TLSStream was closed")
+        if self._state is _BROKEN:
+            raise trio.BrokenResourceError("this TLSStream is broken") from self._handshake_error
+
+    def _break(self) -> None:
+        if self._state is _OK:
+            self._state = _BROKEN
+
+    def _transport_error(self, exc: OSError) -> Exception:
+        if self._state is _CLOSED or exc.errno == errno.EBADF:
+            return trio.ClosedResourceError("this TLSStream was closed")
+        self._break()
+        return trio.BrokenResourceError(f"transport failed: {exc}")
+
+    # ---- transport I/O -------------------------------------------------
+
+    async def _flush(self) -> None:
+        """Write everything in the outgoing BIO (and any leftover) to the transport."""
+        async with self._send_lock:
+            if self._sock is None:
+                await self._flush_stream()
+                return
+            send = self._sock.send
+            while True:
+                if not self._unsent:
+                    if not self._outgoing.pending:
+                        return
+                    self._unsent = memoryview(self._outgoing.read())
+                try:
+                    sent = await send(self._unsent)
+                except OSError as exc:
+                    raise self._transport_error(exc) from exc
+                except trio.ClosedResourceError:
+                    self._check()
+                    raise
+                self._unsent = self._unsent[sent:]
+
+    async def _flush_stream(self) -> None:
+        while self._outgoing.pending:
+            data = self._outgoing.read()
+            try:
+                await self.transport_stream.send_all(data)
+            except trio.ClosedResourceError:
+                self._check()
+                raise
+            except BaseException:
+                self._break()  # we cannot tell how much of ``data`` went out
+                raise
+
+    async def _read_transport(self) -> None:
+        """Read one chunk of ciphertext into the incoming BIO (EOF -> ``write_eof``)."""
+        seen = self._reads
+        async with self._recv_lock:
+            if seen != self._reads or self._incoming.eof:  # someone read while we waited
+                await trio.lowlevel.checkpoint()
+                return
+            if self._sock is not None:
+                try:
+                    n = await self._sock.recv_into(self._rbuf)
+                except OSError as exc:
+                    raise self._transport_error(exc) from exc
+                except trio.ClosedResourceError:
+                    self._check()
+                    raise
+                if n:
+                    self._incoming.write(memoryview(self._rbuf)[:n])
+            else:
+                try:
+                    data = await self.transport_stream.receive_some(self._read_size)
+                except trio.BrokenResourceError:
+                    self._break()
+                    raise
+                except trio.ClosedResourceError:
+                    self._check()
+                    raise
+                n = len(data)
+                if n:
+                    self._incoming.write(data)
+            if not n:
+                self._incoming.write_eof()
+            self._reads += 1
+
+    # ---- handshake -----------------------------------------------------
+
+    async def do_handshake(self) -> None:
+        """Run the TLS handshake now (idempotent; also safe from both tasks at once)."""
+        self._check()
+        await self._ensure_handshake()
+        await trio.lowlevel.checkpoint()
+
+    async def _ensure_handshake(self) -> None:
+        if self._handshook:
+            return
+        async with self._handshake_lock:
+            if self._handshook:
+                return
+            self._check()
+            try:
+                await self._handshake()
+            except BaseException as exc:
+                self._break()
+                self._handshake_error = exc
+                raise
+            self._handshook = True
+
+    async def _handshake(self) -> None:
+        while True:
+            try:
+                self._ssl.do_handshake()
+                want_read = False
+            except ssl.SSLWantReadError:
+                want_read = True
+            except ssl.SSLError as exc:
+                self._break()
+                with trio.move_on_after(1):  # let the peer see our alert, if it can
+                    try:
+                        await self._flush()
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass
+                if isinstance(exc, ssl.SSLEOFError):
+                    msg = "the peer closed during the TLS handshake"
+                    raise trio.BrokenResourceError(msg) from exc
+                raise classify_ssl_error(exc) from exc
+            await self._flush()
+            if not want_read:
+                return
+            await self._read_transport()
+
+    # ---- receiving -----------------------------------------------------
+
+    def _decrypt_into(self, view: memoryview) -> int:
+        """Decrypt every buffered record that fits into ``view``; the byte count."""
+        if self._pending_exc is not None:
+            exc, self._pending_exc = self._pending_exc, None
+            raise exc
+        n, total, read = 0, len(view), self._ssl.read
+        try:
+            while n < total:
+                got = read(total - n, view[n:])
+                if not got:  # close_notify received: Python reports it as a 0-byte read
+                    self._eof = True
+                    break
+                n += got
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLZeroReturnError:
+            self._eof = True
+        except ssl.SSLError as exc:
+            self._break()
+            auth = _auth_failure(exc) if not isinstance(exc, ssl.SSLEOFError) else None
+            err: BaseException = auth or trio.BrokenResourceError(f"TLS stream failed: {exc}")
+            err.__cause__ = exc
+            if not n:
+                raise err from exc
+            self._pending_exc = err
+        return n
+
+    async def receive_into(self, buffer: Any) -> int:
+        """Receive decrypted bytes into ``buffer``; the count, 0 at a clean end of stream."""
+        view = _byte_view(buffer, "buffer")
+        if view.readonly:
+            raise TypeError("buffer must be writable")
+        if not len(view):
+            raise ValueError("buffer must not be empty")
+        return await self._receive_into(view, checkpointed=False)
+
+    async def _receive_into(self, view: memoryview, *, checkpointed: bool) -> int:
+        with self._recv_conflict:
+            self._check()
+            await self._ensure_handshake()
+            while True:
+                if self._eof:
+                    n = 0
+                    break
+                n = self._decrypt_into(view)
+                if n or self._eof:
+                    break
+                self._check()
+                if self._incoming.eof:  # defensive: OpenSSL reports this as SSLEOFError
+                    self._break()
+                    raise trio.BrokenResourceError("the peer closed the connection mid-stream")
+                await self._read_transport()
+                checkpointed = True
+            if self._outgoing.pending and not self._send_lock.locked():
+                await self._flush()  # e.g. a key-update answer produced by reading
+            if not checkpointed:
+                await trio.lowlevel.checkpoint()
+            return n
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytearray:
+        """Up to ``max_bytes`` (default: all that is buffered, at least one read) bytes."""
+        if max_bytes is not None:
+            if not isinstance(max_bytes, int) or isinstance(max_bytes, bool):
+                raise TypeError("max_bytes must be an int or None")
+            if max_bytes < 1:
+                raise ValueError("max_bytes must be >= 1")
+        limit = max_bytes or self._read_size
+        read = False
+        with self._recv_conflict:
+            self._check()
+            await self._ensure_handshake()
+            while not (self._eof or self._incoming.eof or self._buffered() or self._pending_exc):
+                await self._read_transport()
+                read = True
+        # every buffered record fits: incoming ciphertext is at least as long as its plaintext
+        size = min(limit, max(1, self._buffered()))
+        buf = bytearray(size)
+        n = await self._receive_into(memoryview(buf), checkpointed=read)
+        del buf[n:]
+        return buf
+
+    def _buffered(self) -> int:
+        return self._ssl.pending() + self._incoming.pending
+
+    # ---- sending -------------------------------------------------------
+
+    async def send_all(self, data: Any) -> None:
+        """Encrypt and send all of ``data``."""
+        await self.send_segments((data,))
+
+    async def send_segments(self, segments: Iterable[Any]) -> None:
+        """Encrypt the buffers of ``segments`` back to back, with as few socket writes as can be."""
+        views = [_byte_view(seg, "segment") for seg in segments]
+        with self._send_conflict:
+            self._check()
+            await self._ensure_handshake()
+            if not any(len(v) for v in views):
+                await trio.lowlevel.checkpoint()
+                return
+            step, flush_at, write = self._write_size, self._flush_size, self._ssl.write
+            for view in views:
+                off, size = 0, len(view)
+                while off < size:
+                    self._check()
+                    try:
+                        off += write(view[off : off + step])
+                    except ssl.SSLWantReadError:
+                        await self._flush()
+                        await self._read_transport()
+                        continue
+                    except ssl.SSLError as exc:
+                        self._break()
+                        raise trio.BrokenResourceError(f"TLS stream failed: {exc}") from exc
+                    if self._outgoing.pending >= flush_at:
+                        await self._flush()
+            await self._flush()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        with self._send_conflict:
+            self._check()
+            async with self._send_lock:
+                if self._sock is not None:
+                    try:
+                        await self._sock.wait_writable()
+                    except OSError as exc:
+                        raise self._transport_error(exc) from exc
+                else:
+                    await self.transport_stream.wait_send_all_might_not_block()
+
+    # ---- closing -------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Send close_notify if we can do so without waiting on a busy sender, then close."""
+        if self._state is _CLOSED:
+            await trio.lowlevel.checkpoint()
+            return
+        was_ok = self._state is _OK and self._handshook
+        self._state = _CLOSED
+        try:
+            if was_ok and not self._send_lock.locked():
+                try:
+                    self._ssl.unwrap()
+                except ssl.SSLError:
+                    pass  # SSLWantReadError: close_notify queued, the peer's not awaited
+                try:
+                    with trio.move_on_after(1):
+                        await self._flush()
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+        finally:
+            await self.transport_stream.aclose()
