@@ -34,6 +34,9 @@ from cellnet.errors import (
     IdentityMismatchError,
     InvalidArgumentError,
     LimitExceededError,
+    LinkBusyError,
+    LinkClosedError,
+    LinkError,
     LocalProtocolError,
     MissingCertificateError,
     NativeBuildError,
@@ -41,6 +44,7 @@ from cellnet.errors import (
     ProtocolError,
     ProvisionError,
     RemoteProtocolError,
+    RouteError,
     ShapeError,
     TruncatedError,
     UnknownCAError,
@@ -61,15 +65,34 @@ __version__ = "0.1.0"
 
 #: Submodules that do I/O (ssl, sockets, trio) load on first use, so the
 #: sans-IO core imports none of them.
-_LAZY_SUBMODULES = frozenset({"security"})
+_LAZY_SUBMODULES = frozenset({"bridge", "cell", "link", "security", "transport"})
+#: Public names that live in those submodules: name -> module.
+_LAZY_NAMES = {
+    "Cell": "cellnet.cell",
+    "connect_in_process": "cellnet.cell",
+    "CellBridge": "cellnet.bridge",
+    "Link": "cellnet.link",
+    "LinkConfig": "cellnet.link",
+    "TLSStream": "cellnet.transport",
+    "open_link_stream": "cellnet.transport",
+    "serve_links": "cellnet.transport",
+    "provision": "cellnet.security",
+    "StartupKit": "cellnet.security",
+}
 
 
 def __getattr__(name: str):
-    if name in _LAZY_SUBMODULES:
-        import importlib
+    import importlib
 
+    if name in _LAZY_SUBMODULES:
         return importlib.import_module(f"cellnet.{name}")
+    if name in _LAZY_NAMES:
+        return getattr(importlib.import_module(_LAZY_NAMES[name]), name)
     raise AttributeError(f"module 'cellnet' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _LAZY_SUBMODULES | set(_LAZY_NAMES))
 
 __all__ = [
     "MAX_HOPS",
@@ -92,6 +115,9 @@ __all__ = [
     "InvalidArgumentError",
     "JobMetaKey",
     "LimitExceededError",
+    "LinkBusyError",
+    "LinkClosedError",
+    "LinkError",
     "LocalProtocolError",
     "Message",
     "MessageHeaderKey",
@@ -104,6 +130,7 @@ __all__ = [
     "ProvisionError",
     "RemoteProtocolError",
     "ReturnCode",
+    "RouteError",
     "RunStatus",
     "ShapeError",
     "TensorPack",

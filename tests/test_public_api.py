@@ -18,7 +18,13 @@ PINNED = {
     "ShapeError", "TensorPack", "TruncatedError", "UnknownCAError", "UnsupportedVersionError",
     "WeightedAccumulator", "__version__", "agent_site_fqcn", "crc32c", "decode_tensors",
     "defs", "encode_tensors", "errors", "fqcn", "native", "next_hop", "routing", "security",
-    "to_return_code", "wire",
+    "to_return_code", "wire", "LinkBusyError", "LinkClosedError", "LinkError", "RouteError",
+}
+
+LAZY = {
+    "Cell", "CellBridge", "Link", "LinkConfig", "StartupKit", "TLSStream", "bridge", "cell",
+    "connect_in_process", "link", "open_link_stream", "provision", "security", "serve_links",
+    "transport",
 }
 
 
@@ -26,6 +32,12 @@ def test_all_is_pinned_and_resolves():
     assert set(cellnet.__all__) == PINNED
     for name in cellnet.__all__:
         assert getattr(cellnet, name) is not None
+
+
+def test_lazy_names_resolve_on_first_use():
+    for name in LAZY:
+        assert getattr(cellnet, name) is not None, name
+    assert LAZY <= set(dir(cellnet))
 
 
 def test_every_error_derives_from_cellnet_error():
