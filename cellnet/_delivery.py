@@ -12,6 +12,7 @@ or by a timer ``bulk_interval`` after the first message.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from typing import Any
 
 import trio
@@ -39,6 +40,10 @@ log = logging.getLogger("cellnet.cell")
 K = MessageHeaderKey
 _COMM = CellReturnCode.COMM_ERROR.value
 _BATCH_ITEM_OVERHEAD = 96  # rough CBOR bytes of one batched message's headers
+_MSG_TYPE, _CHANNEL, _TOPIC = K.MSG_TYPE.value, K.CHANNEL.value, K.TOPIC.value
+_DESTINATION, _HOP_COUNT = K.DESTINATION.value, K.HOP_COUNT.value
+_REQUEST, _REPLY = MessageType.REQUEST.value, MessageType.REPLY.value
+_FNF = MessageType.FIRE_AND_FORGET.value
 
 
 class _Batch:
@@ -63,7 +68,10 @@ class Delivery:
     _requests: Any
     _stats: Any
     _limits: Any
-    _fnf_in: trio.MemorySendChannel | None
+    _fnf: deque
+    _fnf_queue: int
+    _fnf_ready: trio.lowlevel.ParkingLot
+    _fnf_space: trio.lowlevel.ParkingLot
 
     # ----------------------------------------------------------------- bulk
     async def _bulk_add(self, hop: str, msg: Message) -> None:
@@ -118,17 +126,41 @@ class Delivery:
             raise RemoteProtocolError(f"unexpected {frame.type.name} frame on a cell link")
 
     async def _accept(self, msg: Message) -> None:
-        """Handle a message addressed to this cell."""
-        kind = msg.msg_type
-        self._stats.message_in(msg.channel, payload_nbytes(msg.payload))
-        if kind == MessageType.REQUEST:
-            self._running().start_soon(self._serve, msg)
-        elif kind == MessageType.REPLY:
+        """Handle a message addressed to this cell, without a task switch when it can.
+
+        A request for a plain sync handler is served right here and its reply
+        queued on the link; others get a task of their own.  A reply wakes its
+        waiter.  A fire-and-forget message for a plain sync handler runs here
+        when nothing is queued before it (order is kept); else it is queued
+        for the dispatcher task, waiting only when ``fnf_queue`` are queued.
+        """
+        headers = msg.headers
+        kind = headers.get(_MSG_TYPE)
+        channel = headers.get(_CHANNEL)
+        self._stats.message_in(channel, payload_nbytes(msg.payload))
+        if kind == _REPLY:
             if self._requests.resolve(msg) is None:
                 self._stats.error("late_reply")
-        elif kind == MessageType.FIRE_AND_FORGET:
-            assert self._fnf_in is not None
-            await self._fnf_in.send(msg)
+        elif kind == _REQUEST:
+            handler = self._handlers.get((channel, headers.get(_TOPIC)))
+            if handler is None or not (handler.is_async or handler.blocking):
+                reply = self._no_handler(msg) if handler is None else self._serve_now(handler, msg)
+                if not self._reply_nowait(reply):
+                    self._running().start_soon(self._reply, reply)
+            else:
+                self._running().start_soon(self._serve, msg)
+        elif kind == _FNF:
+            queue = self._fnf
+            if not queue:
+                handler = self._handlers.get((channel, headers.get(_TOPIC)))
+                if handler is not None and not (handler.is_async or handler.blocking):
+                    self._run_fnf_sync(handler, msg)
+                    return
+            while len(queue) >= self._fnf_queue:
+                await self._fnf_space.park()
+            queue.append(msg)
+            if len(queue) == 1:
+                self._fnf_ready.unpark_all()
         else:
             raise RemoteProtocolError(f"unknown message type {kind!r}")
 
@@ -178,8 +210,21 @@ class Delivery:
         request = Message._from_wire(headers, None)
         await self._reply(error_reply(request, _COMM, reason, error))
 
+    def _reply_nowait(self, reply: Message) -> bool:
+        """Queue a reply on its link if that needs no waiting; False: use :meth:`_reply`."""
+        reply.headers[_HOP_COUNT] = 0
+        dest = reply.headers.get(_DESTINATION)
+        link = self._links.get(dest) if type(dest) is str else None
+        if link is None or link.closed:
+            return False
+        segments = encode_message(reply, limits=self._limits)
+        if not link.send_nowait(segments):
+            return False
+        self._stats.message_out(reply.headers.get(_CHANNEL), payload_nbytes(reply.payload))
+        return True
+
     async def _reply(self, reply: Message) -> None:
-        reply.headers[K.HOP_COUNT.value] = 0
+        reply.headers[_HOP_COUNT] = 0
         dest = reply.destination
         try:
             hop = self._hop(dest) if isinstance(dest, str) else None
@@ -190,37 +235,71 @@ class Delivery:
             log.warning("reply to %s not sent: %s", dest, exc)
             self._stats.error("reply_lost")
 
+    def _no_handler(self, request: Message) -> Message:
+        self._stats.error("topic_unknown")
+        return error_reply(
+            request,
+            CellReturnCode.INVALID_REQUEST,
+            Reason.TOPIC_UNKNOWN,
+            f"{self.fqcn} has no handler for channel {request.channel!r} "
+            f"topic {request.topic!r}",
+        )
+
+    def _failed(self, request: Message, exc: Exception) -> Message:
+        log.error("handler for %s/%s raised", request.channel, request.topic, exc_info=exc)
+        self._stats.error("handler_exception")
+        return error_reply(
+            request,
+            CellReturnCode.PROCESS_EXCEPTION,
+            Reason.HANDLER_EXCEPTION,
+            f"{type(exc).__name__}: {exc}",
+        )
+
+    def _checked_reply(self, request: Message, result: Any) -> Message:
+        reply = reply_from_result(request, result)
+        encode_message(reply, limits=self._limits)  # fail here, not in the writer
+        return reply
+
+    def _serve_now(self, handler: Any, request: Message) -> Message:
+        """Run a plain sync handler inline; its reply (or the error reply)."""
+        try:
+            return self._checked_reply(request, handler.fn(request))
+        except Exception as exc:
+            return self._failed(request, exc)
+
     async def _serve(self, request: Message) -> None:
         handler = self._handlers.get((request.channel, request.topic))  # type: ignore[arg-type]
         if handler is None:
-            reply = error_reply(
-                request,
-                CellReturnCode.INVALID_REQUEST,
-                Reason.TOPIC_UNKNOWN,
-                f"{self.fqcn} has no handler for channel {request.channel!r} "
-                f"topic {request.topic!r}",
-            )
-            self._stats.error("topic_unknown")
+            reply = self._no_handler(request)
         else:
             try:
-                reply = reply_from_result(request, await self._call(handler, request))
-                encode_message(reply, limits=self._limits)  # fail here, not in the writer
+                reply = self._checked_reply(request, await self._call(handler, request))
             except Exception as exc:
-                log.exception("handler for %s/%s raised", request.channel, request.topic)
-                self._stats.error("handler_exception")
-                reply = error_reply(
-                    request,
-                    CellReturnCode.PROCESS_EXCEPTION,
-                    Reason.HANDLER_EXCEPTION,
-                    f"{type(exc).__name__}: {exc}",
-                )
+                reply = self._failed(request, exc)
         await self._reply(reply)
 
-    async def _fnf_dispatcher(self, recv: trio.MemoryReceiveChannel) -> None:
-        async for msg in recv:
+    def _run_fnf_sync(self, handler: Any, msg: Message) -> None:
+        try:
+            handler.fn(msg)
+        except Exception:
+            log.exception("fire-and-forget handler for %s/%s raised", msg.channel, msg.topic)
+            self._stats.error("handler_exception")
+
+    async def _fnf_dispatcher(self) -> None:
+        """Handle queued fire-and-forget messages in arrival order (one task for all)."""
+        queue = self._fnf
+        while True:
+            if not queue:
+                await self._fnf_ready.park()
+                continue
+            msg = queue.popleft()
+            self._fnf_space.unpark_all()
             handler = self._handlers.get((msg.channel, msg.topic))  # type: ignore[arg-type]
             if handler is None:
                 self._stats.error("topic_unknown")
+                continue
+            if not (handler.is_async or handler.blocking):
+                self._run_fnf_sync(handler, msg)
                 continue
             try:
                 await self._call(handler, msg)

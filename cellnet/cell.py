@@ -30,6 +30,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -64,6 +65,9 @@ log = logging.getLogger("cellnet.cell")
 K = MessageHeaderKey
 _OK = CellReturnCode.OK.value
 _COMM = CellReturnCode.COMM_ERROR.value
+_CHANNEL, _TOPIC, _MSG_TYPE = K.CHANNEL.value, K.TOPIC.value, K.MSG_TYPE.value
+_ORIGIN, _DESTINATION, _HOP_COUNT = K.ORIGIN.value, K.DESTINATION.value, K.HOP_COUNT.value
+_OPTIONAL, _REQ_ID = K.OPTIONAL.value, K.REQ_ID.value
 
 
 class _Handler:
@@ -82,7 +86,7 @@ def _name(value: Any, what: str) -> str:
 def _targets(targets: str | Iterable[str]) -> list[str]:
     """Validated targets without duplicates, in the given order."""
     if isinstance(targets, str):
-        targets = [targets]
+        return [_fqcn.validate(targets)]
     out = [_fqcn.validate(t) for t in targets]
     return list(dict.fromkeys(out))
 
@@ -128,7 +132,12 @@ class Cell(Delivery):
         self.bulk_interval = bulk_interval
         self.bulk_max_bytes = bulk_max_bytes
         self.send_timeout = send_timeout
+        if type(fnf_queue) is not int or fnf_queue < 1:
+            raise ValueError(f"fnf_queue must be a positive int, got {fnf_queue!r}")
         self._fnf_queue = fnf_queue
+        self._fnf: deque[Message] = deque()
+        self._fnf_ready = trio.lowlevel.ParkingLot()
+        self._fnf_space = trio.lowlevel.ParkingLot()
         self._links: dict[str, Link] = {}
         self._handlers: dict[tuple[str, str], _Handler] = {}
         self._requests = RequestTable(max_pending)
@@ -136,7 +145,6 @@ class Cell(Delivery):
         self._bulk: dict[str, _Batch] = {}
         self._nursery: trio.Nursery | None = None
         self._nursery_cm: Any = None
-        self._fnf_in: trio.MemorySendChannel | None = None
 
     def __repr__(self) -> str:
         return f"<Cell {self.fqcn}: {len(self._links)} links, {len(self._requests)} pending>"
@@ -147,9 +155,7 @@ class Cell(Delivery):
             raise RuntimeError(f"cell {self.fqcn} is already running (or has run)")
         self._nursery_cm = trio.open_nursery()
         self._nursery = await self._nursery_cm.__aenter__()
-        send, recv = trio.open_memory_channel[Message](self._fnf_queue)
-        self._fnf_in = send
-        self._nursery.start_soon(self._fnf_dispatcher, recv)
+        self._nursery.start_soon(self._fnf_dispatcher)
         return self
 
     async def __aexit__(self, *exc_info: Any) -> bool | None:
@@ -248,17 +254,26 @@ class Cell(Delivery):
     def _stamp(
         self, kind: MessageType, target: str, channel: str, topic: str, msg: Any, optional: bool
     ) -> Message:
-        msg = _as_message(msg)
-        headers = dict(msg.headers)
-        headers[K.CHANNEL.value] = _name(channel, "channel")
-        headers[K.TOPIC.value] = _name(topic, "topic")
-        headers[K.MSG_TYPE.value] = kind.value
-        headers[K.ORIGIN.value] = self.fqcn
-        headers[K.DESTINATION.value] = target
-        headers[K.HOP_COUNT.value] = 0
+        if type(channel) is not str or not channel:
+            _name(channel, "channel")
+        if type(topic) is not str or not topic:
+            _name(topic, "topic")
+        if type(msg) is Message:
+            headers = dict(msg.headers)
+            payload = msg.payload
+        else:
+            base = _as_message(msg)  # validates the payload (or a Message subclass's parts)
+            headers = dict(base.headers)
+            payload = base.payload
+        headers[_CHANNEL] = channel
+        headers[_TOPIC] = topic
+        headers[_MSG_TYPE] = kind.value
+        headers[_ORIGIN] = self.fqcn
+        headers[_DESTINATION] = target
+        headers[_HOP_COUNT] = 0
         if optional:
-            headers[K.OPTIONAL.value] = True
-        return Message._from_wire(headers, msg.payload)
+            headers[_OPTIONAL] = True
+        return Message._from_wire(headers, payload)
 
     async def _send_via(self, hop: str, msg: Message, timeout: float | None) -> None:
         """Send ``msg`` over the link to ``hop`` (or deliver it here when ``hop`` is me)."""
@@ -297,7 +312,7 @@ class Cell(Delivery):
         hop = self._hop(target)
         event = trio.Event()
         pending = self._requests.add(target, hop, trio.current_time(), event.set)
-        request.headers[K.REQ_ID.value] = pending.req_id
+        request.headers[_REQ_ID] = pending.req_id
         try:
             if hop is None:
                 return error_reply(
