@@ -47,11 +47,12 @@ _FNF = MessageType.FIRE_AND_FORGET.value
 
 
 class _Batch:
-    __slots__ = ("msgs", "nbytes")
+    __slots__ = ("msgs", "nbytes", "traffic")
 
     def __init__(self) -> None:
         self.msgs: list[Message] = []
         self.nbytes = 0
+        self.traffic: dict[Any, list[int]] = {}  # channel -> [messages, payload bytes]
 
 
 class Delivery:
@@ -80,7 +81,15 @@ class Delivery:
             batch = self._bulk[hop] = _Batch()
             self._running().start_soon(self._flush_later, hop, batch)
         batch.msgs.append(msg)
-        batch.nbytes += payload_nbytes(msg.payload) + _BATCH_ITEM_OVERHEAD
+        size = payload_nbytes(msg.payload)
+        batch.nbytes += size + _BATCH_ITEM_OVERHEAD
+        channel = msg.headers.get(_CHANNEL)
+        row = batch.traffic.get(channel)
+        if row is None:
+            batch.traffic[channel] = [1, size]
+        else:
+            row[0] += 1
+            row[1] += size
         if batch.nbytes >= self.bulk_max_bytes or len(batch.msgs) >= self._limits.max_batch_count:
             await self._flush(hop)  # the sender pays for the flush: backpressure
 
@@ -104,8 +113,8 @@ class Delivery:
             log.warning("bulk send of %d messages to %s failed: %s", len(batch.msgs), hop, exc)
             self._stats.errors["bulk_dropped"] += len(batch.msgs)
             return
-        for msg in batch.msgs:
-            self._stats.message_out(msg.channel, payload_nbytes(msg.payload))
+        for channel, (count, size) in batch.traffic.items():
+            self._stats.messages_out(channel, count, size)
 
     # ----------------------------------------------------------------- receiving
     async def _on_frame(self, link: Link, frame: Frame) -> None:
@@ -117,8 +126,9 @@ class Delivery:
             else:
                 await self._relay(headers, frame, None)
         elif frame.type is FrameType.BATCH:
+            me = self.fqcn
             for msg in decode_batch(frame):
-                if msg.destination == self.fqcn:
+                if msg.headers.get(_DESTINATION) == me:
                     await self._accept(msg)
                 else:
                     await self._relay(msg.headers, None, msg)

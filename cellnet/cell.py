@@ -68,6 +68,8 @@ _COMM = CellReturnCode.COMM_ERROR.value
 _CHANNEL, _TOPIC, _MSG_TYPE = K.CHANNEL.value, K.TOPIC.value, K.MSG_TYPE.value
 _ORIGIN, _DESTINATION, _HOP_COUNT = K.ORIGIN.value, K.DESTINATION.value, K.HOP_COUNT.value
 _OPTIONAL, _REQ_ID = K.OPTIONAL.value, K.REQ_ID.value
+_UNKNOWN = object()
+_MAX_ROUTES = 4096
 
 
 class _Handler:
@@ -139,6 +141,7 @@ class Cell(Delivery):
         self._fnf_ready = trio.lowlevel.ParkingLot()
         self._fnf_space = trio.lowlevel.ParkingLot()
         self._links: dict[str, Link] = {}
+        self._routes: dict[str, str | None] = {}
         self._handlers: dict[tuple[str, str], _Handler] = {}
         self._requests = RequestTable(max_pending)
         self._stats = StatsRecorder()
@@ -188,6 +191,7 @@ class Cell(Delivery):
         )
         old = self._links.get(peer)
         self._links[peer] = link
+        self._routes.clear()
         if old is not None:
             old.close("replaced by a new link")
         nursery.start_soon(link.run)
@@ -197,6 +201,7 @@ class Cell(Delivery):
     def _link_closed(self, link: Link) -> None:
         if self._links.get(link.peer) is link:
             del self._links[link.peer]
+            self._routes.clear()
             batch = self._bulk.pop(link.peer, None)
             if batch is not None:
                 self._stats.errors["bulk_dropped"] += len(batch.msgs)
@@ -249,7 +254,15 @@ class Cell(Delivery):
 
     # ----------------------------------------------------------------- sending
     def _hop(self, target: str) -> str | None:
-        return next_hop(self.fqcn, target, self._links, parent=self.parent)
+        """The next hop toward ``target`` (cached until a link comes or goes)."""
+        routes = self._routes
+        hop = routes.get(target, _UNKNOWN)
+        if hop is _UNKNOWN:
+            hop = next_hop(self.fqcn, target, self._links, parent=self.parent)
+            if len(routes) >= _MAX_ROUTES:
+                routes.clear()
+            routes[target] = hop
+        return hop  # type: ignore[return-value]
 
     def _stamp(
         self, kind: MessageType, target: str, channel: str, topic: str, msg: Any, optional: bool
@@ -258,7 +271,10 @@ class Cell(Delivery):
             _name(channel, "channel")
         if type(topic) is not str or not topic:
             _name(topic, "topic")
-        if type(msg) is Message:
+        if msg is None or type(msg) is bytes:
+            headers: dict[str, Any] = {}
+            payload = msg
+        elif type(msg) is Message:
             headers = dict(msg.headers)
             payload = msg.payload
         else:
