@@ -154,9 +154,12 @@ class Delivery:
         elif kind == _REQUEST:
             handler = self._handlers.get((channel, headers.get(_TOPIC)))
             if handler is None or not (handler.is_async or handler.blocking):
-                reply = self._no_handler(msg) if handler is None else self._serve_now(handler, msg)
-                if not self._reply_nowait(reply):
-                    self._running().start_soon(self._reply, reply)
+                if handler is None:
+                    reply, segments = self._no_handler(msg), None
+                else:
+                    reply, segments = self._serve_now(handler, msg)
+                if not self._reply_nowait(reply, segments):
+                    self._running().start_soon(self._reply, reply, segments)
             else:
                 self._running().start_soon(self._serve, msg)
         elif kind == _FNF:
@@ -220,27 +223,33 @@ class Delivery:
         request = Message._from_wire(headers, None)
         await self._reply(error_reply(request, _COMM, reason, error))
 
-    def _reply_nowait(self, reply: Message) -> bool:
-        """Queue a reply on its link if that needs no waiting; False: use :meth:`_reply`."""
-        reply.headers[_HOP_COUNT] = 0
+    def _reply_nowait(self, reply: Message, segments: list | None = None) -> bool:
+        """Queue a reply on its link if that needs no waiting; False: use :meth:`_reply`.
+
+        ``segments`` is the reply already encoded (with hop count 0), if it is.
+        """
         dest = reply.headers.get(_DESTINATION)
         link = self._links.get(dest) if type(dest) is str else None
         if link is None or link.closed:
             return False
-        segments = encode_message(reply, limits=self._limits)
+        if segments is None:
+            reply.headers[_HOP_COUNT] = 0
+            segments = encode_message(reply, limits=self._limits)
         if not link.send_nowait(segments):
             return False
         self._stats.message_out(reply.headers.get(_CHANNEL), payload_nbytes(reply.payload))
         return True
 
-    async def _reply(self, reply: Message) -> None:
-        reply.headers[_HOP_COUNT] = 0
+    async def _reply(self, reply: Message, segments: list | None = None) -> None:
+        """Send a reply toward its destination; ``segments``: it already encoded, if it is."""
+        if segments is None:
+            reply.headers[_HOP_COUNT] = 0
         dest = reply.destination
         try:
             hop = self._hop(dest) if isinstance(dest, str) else None
             if hop is None:
                 raise RouteError(f"{self.fqcn} has no route to {dest}")
-            await self._send_via(hop, reply, self.send_timeout)
+            await self._send_via(hop, reply, self.send_timeout, segments)
         except (CellnetError, FQCNError) as exc:
             log.warning("reply to %s not sent: %s", dest, exc)
             self._stats.error("reply_lost")
@@ -265,28 +274,31 @@ class Delivery:
             f"{type(exc).__name__}: {exc}",
         )
 
-    def _checked_reply(self, request: Message, result: Any) -> Message:
+    def _checked_reply(self, request: Message, result: Any) -> tuple[Message, list]:
+        """The reply for a handler's result, encoded here (a bad one fails now, not in the
+        writer) once: the segments are what the link sends."""
         reply = reply_from_result(request, result)
-        encode_message(reply, limits=self._limits)  # fail here, not in the writer
-        return reply
+        reply.headers[_HOP_COUNT] = 0
+        return reply, encode_message(reply, limits=self._limits)
 
-    def _serve_now(self, handler: Any, request: Message) -> Message:
-        """Run a plain sync handler inline; its reply (or the error reply)."""
+    def _serve_now(self, handler: Any, request: Message) -> tuple[Message, list | None]:
+        """Run a plain sync handler inline; its reply (or the error reply) and segments."""
         try:
             return self._checked_reply(request, handler.fn(request))
         except Exception as exc:
-            return self._failed(request, exc)
+            return self._failed(request, exc), None
 
     async def _serve(self, request: Message) -> None:
         handler = self._handlers.get((request.channel, request.topic))  # type: ignore[arg-type]
+        segments = None
         if handler is None:
             reply = self._no_handler(request)
         else:
             try:
-                reply = self._checked_reply(request, await self._call(handler, request))
+                reply, segments = self._checked_reply(request, await self._call(handler, request))
             except Exception as exc:
                 reply = self._failed(request, exc)
-        await self._reply(reply)
+        await self._reply(reply, segments)
 
     def _run_fnf_sync(self, handler: Any, msg: Message) -> None:
         try:

@@ -291,15 +291,21 @@ class Cell(Delivery):
             headers[_OPTIONAL] = True
         return Message._from_wire(headers, payload)
 
-    async def _send_via(self, hop: str, msg: Message, timeout: float | None) -> None:
-        """Send ``msg`` over the link to ``hop`` (or deliver it here when ``hop`` is me)."""
+    async def _send_via(
+        self, hop: str, msg: Message, timeout: float | None, segments: list | None = None
+    ) -> None:
+        """Send ``msg`` over the link to ``hop`` (or deliver it here when ``hop`` is me).
+
+        ``segments``: ``msg`` already encoded, if it is."""
         if hop == self.fqcn:
             await self._accept(msg)
             return
         link = self._links.get(hop)
         if link is None:
             raise LinkClosedError(f"no link to {hop}")
-        await link.send(encode_message(msg, limits=self._limits), timeout=timeout)
+        if segments is None:
+            segments = encode_message(msg, limits=self._limits)
+        await link.send(segments, timeout=timeout)
         self._stats.message_out(msg.channel, payload_nbytes(msg.payload))
 
     async def send_request(
