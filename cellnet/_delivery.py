@@ -12,6 +12,7 @@ or by a timer ``bulk_interval`` after the first message.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from typing import Any
 
 import trio
@@ -39,14 +40,19 @@ log = logging.getLogger("cellnet.cell")
 K = MessageHeaderKey
 _COMM = CellReturnCode.COMM_ERROR.value
 _BATCH_ITEM_OVERHEAD = 96  # rough CBOR bytes of one batched message's headers
+_MSG_TYPE, _CHANNEL, _TOPIC = K.MSG_TYPE.value, K.CHANNEL.value, K.TOPIC.value
+_DESTINATION, _HOP_COUNT = K.DESTINATION.value, K.HOP_COUNT.value
+_REQUEST, _REPLY = MessageType.REQUEST.value, MessageType.REPLY.value
+_FNF = MessageType.FIRE_AND_FORGET.value
 
 
 class _Batch:
-    __slots__ = ("msgs", "nbytes")
+    __slots__ = ("msgs", "nbytes", "traffic")
 
     def __init__(self) -> None:
         self.msgs: list[Message] = []
         self.nbytes = 0
+        self.traffic: dict[Any, list[int]] = {}  # channel -> [messages, payload bytes]
 
 
 class Delivery:
@@ -63,7 +69,10 @@ class Delivery:
     _requests: Any
     _stats: Any
     _limits: Any
-    _fnf_in: trio.MemorySendChannel | None
+    _fnf: deque
+    _fnf_queue: int
+    _fnf_ready: trio.lowlevel.ParkingLot
+    _fnf_space: trio.lowlevel.ParkingLot
 
     # ----------------------------------------------------------------- bulk
     async def _bulk_add(self, hop: str, msg: Message) -> None:
@@ -72,7 +81,15 @@ class Delivery:
             batch = self._bulk[hop] = _Batch()
             self._running().start_soon(self._flush_later, hop, batch)
         batch.msgs.append(msg)
-        batch.nbytes += payload_nbytes(msg.payload) + _BATCH_ITEM_OVERHEAD
+        size = payload_nbytes(msg.payload)
+        batch.nbytes += size + _BATCH_ITEM_OVERHEAD
+        channel = msg.headers.get(_CHANNEL)
+        row = batch.traffic.get(channel)
+        if row is None:
+            batch.traffic[channel] = [1, size]
+        else:
+            row[0] += 1
+            row[1] += size
         if batch.nbytes >= self.bulk_max_bytes or len(batch.msgs) >= self._limits.max_batch_count:
             await self._flush(hop)  # the sender pays for the flush: backpressure
 
@@ -96,8 +113,8 @@ class Delivery:
             log.warning("bulk send of %d messages to %s failed: %s", len(batch.msgs), hop, exc)
             self._stats.errors["bulk_dropped"] += len(batch.msgs)
             return
-        for msg in batch.msgs:
-            self._stats.message_out(msg.channel, payload_nbytes(msg.payload))
+        for channel, (count, size) in batch.traffic.items():
+            self._stats.messages_out(channel, count, size)
 
     # ----------------------------------------------------------------- receiving
     async def _on_frame(self, link: Link, frame: Frame) -> None:
@@ -109,8 +126,9 @@ class Delivery:
             else:
                 await self._relay(headers, frame, None)
         elif frame.type is FrameType.BATCH:
+            me = self.fqcn
             for msg in decode_batch(frame):
-                if msg.destination == self.fqcn:
+                if msg.headers.get(_DESTINATION) == me:
                     await self._accept(msg)
                 else:
                     await self._relay(msg.headers, None, msg)
@@ -118,17 +136,44 @@ class Delivery:
             raise RemoteProtocolError(f"unexpected {frame.type.name} frame on a cell link")
 
     async def _accept(self, msg: Message) -> None:
-        """Handle a message addressed to this cell."""
-        kind = msg.msg_type
-        self._stats.message_in(msg.channel, payload_nbytes(msg.payload))
-        if kind == MessageType.REQUEST:
-            self._running().start_soon(self._serve, msg)
-        elif kind == MessageType.REPLY:
+        """Handle a message addressed to this cell, without a task switch when it can.
+
+        A request for a plain sync handler is served right here and its reply
+        queued on the link; others get a task of their own.  A reply wakes its
+        waiter.  A fire-and-forget message for a plain sync handler runs here
+        when nothing is queued before it (order is kept); else it is queued
+        for the dispatcher task, waiting only when ``fnf_queue`` are queued.
+        """
+        headers = msg.headers
+        kind = headers.get(_MSG_TYPE)
+        channel = headers.get(_CHANNEL)
+        self._stats.message_in(channel, payload_nbytes(msg.payload))
+        if kind == _REPLY:
             if self._requests.resolve(msg) is None:
                 self._stats.error("late_reply")
-        elif kind == MessageType.FIRE_AND_FORGET:
-            assert self._fnf_in is not None
-            await self._fnf_in.send(msg)
+        elif kind == _REQUEST:
+            handler = self._handlers.get((channel, headers.get(_TOPIC)))
+            if handler is None or not (handler.is_async or handler.blocking):
+                if handler is None:
+                    reply, segments = self._no_handler(msg), None
+                else:
+                    reply, segments = self._serve_now(handler, msg)
+                if not self._reply_nowait(reply, segments):
+                    self._running().start_soon(self._reply, reply, segments)
+            else:
+                self._running().start_soon(self._serve, msg)
+        elif kind == _FNF:
+            queue = self._fnf
+            if not queue:
+                handler = self._handlers.get((channel, headers.get(_TOPIC)))
+                if handler is not None and not (handler.is_async or handler.blocking):
+                    self._run_fnf_sync(handler, msg)
+                    return
+            while len(queue) >= self._fnf_queue:
+                await self._fnf_space.park()
+            queue.append(msg)
+            if len(queue) == 1:
+                self._fnf_ready.unpark_all()
         else:
             raise RemoteProtocolError(f"unknown message type {kind!r}")
 
@@ -178,49 +223,105 @@ class Delivery:
         request = Message._from_wire(headers, None)
         await self._reply(error_reply(request, _COMM, reason, error))
 
-    async def _reply(self, reply: Message) -> None:
-        reply.headers[K.HOP_COUNT.value] = 0
+    def _reply_nowait(self, reply: Message, segments: list | None = None) -> bool:
+        """Queue a reply on its link if that needs no waiting; False: use :meth:`_reply`.
+
+        ``segments`` is the reply already encoded (with hop count 0), if it is.
+        """
+        dest = reply.headers.get(_DESTINATION)
+        link = self._links.get(dest) if type(dest) is str else None
+        if link is None or link.closed:
+            return False
+        if segments is None:
+            reply.headers[_HOP_COUNT] = 0
+            segments = encode_message(reply, limits=self._limits)
+        if not link.send_nowait(segments):
+            return False
+        self._stats.message_out(reply.headers.get(_CHANNEL), payload_nbytes(reply.payload))
+        return True
+
+    async def _reply(self, reply: Message, segments: list | None = None) -> None:
+        """Send a reply toward its destination; ``segments``: it already encoded, if it is."""
+        if segments is None:
+            reply.headers[_HOP_COUNT] = 0
         dest = reply.destination
         try:
             hop = self._hop(dest) if isinstance(dest, str) else None
             if hop is None:
                 raise RouteError(f"{self.fqcn} has no route to {dest}")
-            await self._send_via(hop, reply, self.send_timeout)
+            await self._send_via(hop, reply, self.send_timeout, segments)
         except (CellnetError, FQCNError) as exc:
             log.warning("reply to %s not sent: %s", dest, exc)
             self._stats.error("reply_lost")
 
+    def _no_handler(self, request: Message) -> Message:
+        self._stats.error("topic_unknown")
+        return error_reply(
+            request,
+            CellReturnCode.INVALID_REQUEST,
+            Reason.TOPIC_UNKNOWN,
+            f"{self.fqcn} has no handler for channel {request.channel!r} "
+            f"topic {request.topic!r}",
+        )
+
+    def _failed(self, request: Message, exc: Exception) -> Message:
+        log.error("handler for %s/%s raised", request.channel, request.topic, exc_info=exc)
+        self._stats.error("handler_exception")
+        return error_reply(
+            request,
+            CellReturnCode.PROCESS_EXCEPTION,
+            Reason.HANDLER_EXCEPTION,
+            f"{type(exc).__name__}: {exc}",
+        )
+
+    def _checked_reply(self, request: Message, result: Any) -> tuple[Message, list]:
+        """The reply for a handler's result, encoded here (a bad one fails now, not in the
+        writer) once: the segments are what the link sends."""
+        reply = reply_from_result(request, result)
+        reply.headers[_HOP_COUNT] = 0
+        return reply, encode_message(reply, limits=self._limits)
+
+    def _serve_now(self, handler: Any, request: Message) -> tuple[Message, list | None]:
+        """Run a plain sync handler inline; its reply (or the error reply) and segments."""
+        try:
+            return self._checked_reply(request, handler.fn(request))
+        except Exception as exc:
+            return self._failed(request, exc), None
+
     async def _serve(self, request: Message) -> None:
         handler = self._handlers.get((request.channel, request.topic))  # type: ignore[arg-type]
+        segments = None
         if handler is None:
-            reply = error_reply(
-                request,
-                CellReturnCode.INVALID_REQUEST,
-                Reason.TOPIC_UNKNOWN,
-                f"{self.fqcn} has no handler for channel {request.channel!r} "
-                f"topic {request.topic!r}",
-            )
-            self._stats.error("topic_unknown")
+            reply = self._no_handler(request)
         else:
             try:
-                reply = reply_from_result(request, await self._call(handler, request))
-                encode_message(reply, limits=self._limits)  # fail here, not in the writer
+                reply, segments = self._checked_reply(request, await self._call(handler, request))
             except Exception as exc:
-                log.exception("handler for %s/%s raised", request.channel, request.topic)
-                self._stats.error("handler_exception")
-                reply = error_reply(
-                    request,
-                    CellReturnCode.PROCESS_EXCEPTION,
-                    Reason.HANDLER_EXCEPTION,
-                    f"{type(exc).__name__}: {exc}",
-                )
-        await self._reply(reply)
+                reply = self._failed(request, exc)
+        await self._reply(reply, segments)
 
-    async def _fnf_dispatcher(self, recv: trio.MemoryReceiveChannel) -> None:
-        async for msg in recv:
+    def _run_fnf_sync(self, handler: Any, msg: Message) -> None:
+        try:
+            handler.fn(msg)
+        except Exception:
+            log.exception("fire-and-forget handler for %s/%s raised", msg.channel, msg.topic)
+            self._stats.error("handler_exception")
+
+    async def _fnf_dispatcher(self) -> None:
+        """Handle queued fire-and-forget messages in arrival order (one task for all)."""
+        queue = self._fnf
+        while True:
+            if not queue:
+                await self._fnf_ready.park()
+                continue
+            msg = queue.popleft()
+            self._fnf_space.unpark_all()
             handler = self._handlers.get((msg.channel, msg.topic))  # type: ignore[arg-type]
             if handler is None:
                 self._stats.error("topic_unknown")
+                continue
+            if not (handler.is_async or handler.blocking):
+                self._run_fnf_sync(handler, msg)
                 continue
             try:
                 await self._call(handler, msg)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -64,6 +65,11 @@ log = logging.getLogger("cellnet.cell")
 K = MessageHeaderKey
 _OK = CellReturnCode.OK.value
 _COMM = CellReturnCode.COMM_ERROR.value
+_CHANNEL, _TOPIC, _MSG_TYPE = K.CHANNEL.value, K.TOPIC.value, K.MSG_TYPE.value
+_ORIGIN, _DESTINATION, _HOP_COUNT = K.ORIGIN.value, K.DESTINATION.value, K.HOP_COUNT.value
+_OPTIONAL, _REQ_ID = K.OPTIONAL.value, K.REQ_ID.value
+_UNKNOWN = object()
+_MAX_ROUTES = 4096
 
 
 class _Handler:
@@ -82,7 +88,7 @@ def _name(value: Any, what: str) -> str:
 def _targets(targets: str | Iterable[str]) -> list[str]:
     """Validated targets without duplicates, in the given order."""
     if isinstance(targets, str):
-        targets = [targets]
+        return [_fqcn.validate(targets)]
     out = [_fqcn.validate(t) for t in targets]
     return list(dict.fromkeys(out))
 
@@ -128,15 +134,20 @@ class Cell(Delivery):
         self.bulk_interval = bulk_interval
         self.bulk_max_bytes = bulk_max_bytes
         self.send_timeout = send_timeout
+        if type(fnf_queue) is not int or fnf_queue < 1:
+            raise ValueError(f"fnf_queue must be a positive int, got {fnf_queue!r}")
         self._fnf_queue = fnf_queue
+        self._fnf: deque[Message] = deque()
+        self._fnf_ready = trio.lowlevel.ParkingLot()
+        self._fnf_space = trio.lowlevel.ParkingLot()
         self._links: dict[str, Link] = {}
+        self._routes: dict[str, str | None] = {}
         self._handlers: dict[tuple[str, str], _Handler] = {}
         self._requests = RequestTable(max_pending)
         self._stats = StatsRecorder()
         self._bulk: dict[str, _Batch] = {}
         self._nursery: trio.Nursery | None = None
         self._nursery_cm: Any = None
-        self._fnf_in: trio.MemorySendChannel | None = None
 
     def __repr__(self) -> str:
         return f"<Cell {self.fqcn}: {len(self._links)} links, {len(self._requests)} pending>"
@@ -147,9 +158,7 @@ class Cell(Delivery):
             raise RuntimeError(f"cell {self.fqcn} is already running (or has run)")
         self._nursery_cm = trio.open_nursery()
         self._nursery = await self._nursery_cm.__aenter__()
-        send, recv = trio.open_memory_channel[Message](self._fnf_queue)
-        self._fnf_in = send
-        self._nursery.start_soon(self._fnf_dispatcher, recv)
+        self._nursery.start_soon(self._fnf_dispatcher)
         return self
 
     async def __aexit__(self, *exc_info: Any) -> bool | None:
@@ -182,6 +191,7 @@ class Cell(Delivery):
         )
         old = self._links.get(peer)
         self._links[peer] = link
+        self._routes.clear()
         if old is not None:
             old.close("replaced by a new link")
         nursery.start_soon(link.run)
@@ -191,6 +201,7 @@ class Cell(Delivery):
     def _link_closed(self, link: Link) -> None:
         if self._links.get(link.peer) is link:
             del self._links[link.peer]
+            self._routes.clear()
             batch = self._bulk.pop(link.peer, None)
             if batch is not None:
                 self._stats.errors["bulk_dropped"] += len(batch.msgs)
@@ -243,32 +254,58 @@ class Cell(Delivery):
 
     # ----------------------------------------------------------------- sending
     def _hop(self, target: str) -> str | None:
-        return next_hop(self.fqcn, target, self._links, parent=self.parent)
+        """The next hop toward ``target`` (cached until a link comes or goes)."""
+        routes = self._routes
+        hop = routes.get(target, _UNKNOWN)
+        if hop is _UNKNOWN:
+            hop = next_hop(self.fqcn, target, self._links, parent=self.parent)
+            if len(routes) >= _MAX_ROUTES:
+                routes.clear()
+            routes[target] = hop
+        return hop  # type: ignore[return-value]
 
     def _stamp(
         self, kind: MessageType, target: str, channel: str, topic: str, msg: Any, optional: bool
     ) -> Message:
-        msg = _as_message(msg)
-        headers = dict(msg.headers)
-        headers[K.CHANNEL.value] = _name(channel, "channel")
-        headers[K.TOPIC.value] = _name(topic, "topic")
-        headers[K.MSG_TYPE.value] = kind.value
-        headers[K.ORIGIN.value] = self.fqcn
-        headers[K.DESTINATION.value] = target
-        headers[K.HOP_COUNT.value] = 0
+        if type(channel) is not str or not channel:
+            _name(channel, "channel")
+        if type(topic) is not str or not topic:
+            _name(topic, "topic")
+        if msg is None or type(msg) is bytes:
+            headers: dict[str, Any] = {}
+            payload = msg
+        elif type(msg) is Message:
+            headers = dict(msg.headers)
+            payload = msg.payload
+        else:
+            base = _as_message(msg)  # validates the payload (or a Message subclass's parts)
+            headers = dict(base.headers)
+            payload = base.payload
+        headers[_CHANNEL] = channel
+        headers[_TOPIC] = topic
+        headers[_MSG_TYPE] = kind.value
+        headers[_ORIGIN] = self.fqcn
+        headers[_DESTINATION] = target
+        headers[_HOP_COUNT] = 0
         if optional:
-            headers[K.OPTIONAL.value] = True
-        return Message._from_wire(headers, msg.payload)
+            headers[_OPTIONAL] = True
+        return Message._from_wire(headers, payload)
 
-    async def _send_via(self, hop: str, msg: Message, timeout: float | None) -> None:
-        """Send ``msg`` over the link to ``hop`` (or deliver it here when ``hop`` is me)."""
+    async def _send_via(
+        self, hop: str, msg: Message, timeout: float | None, segments: list | None = None
+    ) -> None:
+        """Send ``msg`` over the link to ``hop`` (or deliver it here when ``hop`` is me).
+
+        ``segments``: ``msg`` already encoded, if it is."""
         if hop == self.fqcn:
             await self._accept(msg)
             return
         link = self._links.get(hop)
         if link is None:
             raise LinkClosedError(f"no link to {hop}")
-        await link.send(encode_message(msg, limits=self._limits), timeout=timeout)
+        if segments is None:
+            segments = encode_message(msg, limits=self._limits)
+        await link.send(segments, timeout=timeout)
         self._stats.message_out(msg.channel, payload_nbytes(msg.payload))
 
     async def send_request(
@@ -297,7 +334,7 @@ class Cell(Delivery):
         hop = self._hop(target)
         event = trio.Event()
         pending = self._requests.add(target, hop, trio.current_time(), event.set)
-        request.headers[K.REQ_ID.value] = pending.req_id
+        request.headers[_REQ_ID] = pending.req_id
         try:
             if hop is None:
                 return error_reply(

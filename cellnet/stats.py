@@ -26,6 +26,8 @@ def payload_nbytes(payload: Any) -> int:
     """Bytes a message payload carries (0 for None, the sum of array sizes for tensors)."""
     if payload is None:
         return 0
+    if type(payload) is bytes:
+        return len(payload)
     if isinstance(payload, Mapping):
         return sum(int(arr.nbytes) for arr in payload.values())
     return memoryview(payload).nbytes
@@ -129,6 +131,12 @@ class StatsRecorder:
     def message_out(self, channel: Any, nbytes: int) -> None:
         row = self._row(channel)
         row[2] += 1
+        row[3] += nbytes
+
+    def messages_out(self, channel: Any, count: int, nbytes: int) -> None:
+        """Record ``count`` messages of ``nbytes`` payload bytes in all sent on ``channel``."""
+        row = self._row(channel)
+        row[2] += count
         row[3] += nbytes
 
     def error(self, kind: str) -> None:

@@ -108,9 +108,11 @@ def decode_message(frame: Frame, *, verify_tensors: bool = False) -> Message:
 
 
 def _batch_item(msg: Message) -> list:
-    if not isinstance(msg, Message):
+    if type(msg) is not Message and not isinstance(msg, Message):
         raise TypeError(f"expected a Message, got {type(msg).__name__}")
     payload = msg.payload
+    if type(payload) is bytes:
+        return [msg.headers, _KIND_BYTES, payload]
     if payload is None:
         return [msg.headers, _KIND_NONE, None]
     if isinstance(payload, Mapping):
@@ -157,8 +159,14 @@ def decode_batch(frame: Frame, *, verify_tensors: bool = False) -> list[Message]
         headers, kind, body = item
         if type(kind) is not int:
             raise RemoteProtocolError(f"BATCH item {i}: payload kind must be an int")
-        if type(headers) is not dict or any(type(k) is not str for k in headers):
+        if type(headers) is not dict:
             raise RemoteProtocolError(f"BATCH item {i}: headers must be a map with text keys")
+        for key in headers:
+            if type(key) is not str:
+                raise RemoteProtocolError(f"BATCH item {i}: headers must be a map with text keys")
+        if kind == _KIND_BYTES and type(body) is bytes:
+            out.append(_from_wire(headers, body))
+            continue
         if kind == _KIND_NONE and body is None:
             payload: Any = None
         elif kind == _KIND_BYTES and type(body) is bytes:

@@ -1,0 +1,288 @@
+"""Cell network rates over loopback mutual TLS between two processes, beside bare TLS baselines.
+
+This process runs the ``server`` cell (listening with ``serve_links``); a
+child process runs ``site-1`` (connecting with ``open_link_stream``) and
+``n`` job cells ``site-1.j<k>`` linked to it in-process, so a broadcast to
+256 cells crosses one TLS link and then fans out in the site process.  A
+second child serves the baselines over the same kind of link: 100-byte
+length-prefixed ping-pong over stock ``trio.SSLStream`` and over our
+``TLSStream``, a pipelined stream of 100-byte frames (64 per write) and
+single large messages each acknowledged by one byte.  Every figure sits
+beside its baseline from this run:
+
+* request/reply (100 B, 1 in flight) vs the bare ping-pongs (target 0.8x of
+  stock ``trio.SSLStream``; the ``TLSStream`` ratio is shown too);
+* 64 in flight vs the 1-in-flight rate (target 4x);
+* fire-and-forget and bulk-send msgs/s counted at the receiver (bulk target
+  200k msgs/s; the raw pipelined TLS rate is shown beside it);
+* broadcast round latency to 8, 64 and 256 cells (256: under 100 ms);
+* one 1 MiB / 64 MiB request payload, MB/s vs the raw ``TLSStream`` rate for
+  one length-prefixed message of that size.
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing as mp
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+from cell_peer import BULK, CHANNEL, COMMAND, HOST, LEN, PING, PIPE, Reader, cell_main, raw_main
+from common import Row
+
+from cellnet.cell import Cell
+from cellnet.security import client_context, provision
+from cellnet.transport import TLSStream, serve_links
+
+GROUP = "cell"
+MiB = 1 << 20
+SMALL = 100
+JOBS = 256
+
+PROJECT = """\
+name = "bench"
+
+[server]
+host = "localhost"
+fl_port = 8002
+admin_port = 8003
+
+[[sites]]
+name = "site-1"
+org = "bench"
+"""
+
+
+class _Sizes:
+    def __init__(self, quick: bool) -> None:
+        self.ping = 2000 if quick else 10000
+        self.rr1 = 2000 if quick else 10000
+        self.rr64 = 10000 if quick else 50000
+        self.fnf = 20000 if quick else 100000
+        self.bulk = 100000 if quick else 400000
+        self.pipe = 200000 if quick else 1000000
+        self.rounds = 5 if quick else 15
+        self.large = {1 * MiB: 20 if quick else 100, 64 * MiB: 3 if quick else 8}
+
+
+# ---- baselines ------------------------------------------------------------------
+
+
+async def _raw_connect(kits: Path, port: int, stock: bool, task: int, amount: int, size: int):
+    ctx = client_context(kits / "site-1")
+    raw = await trio.open_tcp_stream(HOST, port)
+    if stock:
+        stream: trio.abc.Stream = trio.SSLStream(raw, ctx, server_hostname="localhost")
+    else:
+        stream = TLSStream(raw, ctx, server_hostname="localhost")
+    await stream.do_handshake()
+    await stream.send_all(COMMAND.pack(task, amount, size))
+    return stream
+
+
+async def _ping(kits: Path, port: int, stock: bool, n: int) -> float:
+    stream = await _raw_connect(kits, port, stock, PING, n, SMALL)
+    async with stream:
+        reader = Reader(stream)
+        frame = LEN.pack(SMALL) + b"p" * SMALL
+        t0 = time.perf_counter()
+        for _ in range(n):
+            await stream.send_all(frame)
+            await reader.frame()
+        rate = n / (time.perf_counter() - t0)
+        await stream.send_all(b"x")
+    return rate
+
+
+async def _pipe(kits: Path, port: int, n: int) -> float:
+    stream = await _raw_connect(kits, port, False, PIPE, n, SMALL)
+    async with stream:
+        batch = (LEN.pack(SMALL) + b"p" * SMALL) * 64
+        t0 = time.perf_counter()
+        for _ in range(n // 64):
+            await stream.send_all(batch)
+        assert await stream.receive_some(1) == b"k"
+        rate = (n // 64 * 64) / (time.perf_counter() - t0)
+        await stream.send_all(b"x")
+    return rate
+
+
+async def _raw_large(kits: Path, port: int, size: int, n: int) -> float:
+    """MB/s of one ``size``-byte message and its one-byte ack (median over ``n``)."""
+    stream = await _raw_connect(kits, port, False, BULK, n, size)
+    data = memoryview(bytearray(b"\xab" * size))
+    times = []
+    async with stream:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            await stream.send_segments((LEN.pack(size), data))
+            assert await stream.receive_some(1) == b"k"
+            times.append(time.perf_counter() - t0)
+        await stream.send_all(b"x")
+    return size / statistics.median(times) / 1e6
+
+
+# ---- the cell figures -----------------------------------------------------------
+
+
+async def _rr(cell: Cell, n: int, in_flight: int) -> float:
+    payload = b"r" * SMALL
+    per_task = n // in_flight
+
+    async def worker() -> None:
+        for _ in range(per_task):
+            reply = await cell.send_request("site-1", CHANNEL, "echo", payload, timeout=30)
+            assert reply.return_code == "ok", reply
+
+    t0 = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(in_flight):
+            nursery.start_soon(worker)
+    return per_task * in_flight / (time.perf_counter() - t0)
+
+
+async def _fnf(cell: Cell, n: int, bulk: bool, sent: list[int]) -> float:
+    payload = b"f" * SMALL
+    t0 = time.perf_counter()
+    for _ in range(n):
+        status = await cell.fire_and_forget("site-1", CHANNEL, "sink", payload, bulk=bulk)
+        assert status["site-1"] == "ok", status
+    sent[0] += n
+    reply = await cell.send_request("site-1", CHANNEL, "drain", str(sent[0]).encode(), 60)
+    assert reply.return_code == "ok", reply
+    return n / (time.perf_counter() - t0)
+
+
+async def _broadcast(cell: Cell, n: int, rounds: int) -> float:
+    targets = [f"site-1.j{k}" for k in range(n)]
+    payload = b"b" * SMALL
+    times = []
+    for _ in range(rounds + 1):
+        t0 = time.perf_counter()
+        replies = await cell.broadcast_request(targets, CHANNEL, "echo", payload, timeout=30)
+        times.append(time.perf_counter() - t0)
+        bad = [t for t, r in replies.items() if r.return_code != "ok"]
+        assert len(replies) == n and not bad, bad[:3]
+    return statistics.median(times[1:])  # the first round opens the job cells' routes
+
+
+async def _large(cell: Cell, size: int, n: int) -> float:
+    data = memoryview(bytearray(b"\xcd" * size))
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        reply = await cell.send_request("site-1", CHANNEL, "ack", data, timeout=60)
+        times.append(time.perf_counter() - t0)
+        assert reply.return_code == "ok", reply
+    return size / statistics.median(times) / 1e6
+
+
+async def _cell_figures(kits: Path, sizes: _Sizes) -> dict:
+    spawn = mp.get_context("spawn")
+    out: dict = {}
+    async with Cell("server") as cell, trio.open_nursery() as nursery:
+        linked = trio.Event()
+
+        async def on_link(stream, identity, fqcn) -> None:
+            link = await cell.add_link(stream, fqcn)
+            linked.set()
+            await link.finished.wait()
+
+        listeners = await nursery.start(
+            functools.partial(serve_links, on_link, kits / "server", port=0)
+        )
+        port = listeners[0].socket.getsockname()[1]
+        proc = spawn.Process(target=cell_main, args=(str(kits / "site-1"), port, JOBS), daemon=True)
+        proc.start()
+        try:
+            with trio.fail_after(120):
+                await linked.wait()
+            await _rr(cell, 200, 1)  # warm up
+            out["rr1"] = await _rr(cell, sizes.rr1, 1)
+            out["rr64"] = await _rr(cell, sizes.rr64, 64)
+            sent = [0]
+            out["fnf"] = await _fnf(cell, sizes.fnf, False, sent)
+            out["bulk"] = await _fnf(cell, sizes.bulk, True, sent)
+            for n in (8, 64, 256):
+                out[f"bc{n}"] = await _broadcast(cell, n, sizes.rounds)
+            for size, n in sizes.large.items():
+                out[f"large{size}"] = await _large(cell, size, n)
+        finally:
+            nursery.cancel_scope.cancel()
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+    return out
+
+
+async def _baselines(kits: Path, sizes: _Sizes) -> dict:
+    spawn = mp.get_context("spawn")
+    parent, child = spawn.Pipe()
+    proc = spawn.Process(target=raw_main, args=(str(kits / "server"), child), daemon=True)
+    proc.start()
+    try:
+        ssl_port, ours_port = await trio.to_thread.run_sync(parent.recv)
+        out = {
+            "ping_stock": await _ping(kits, ssl_port, True, sizes.ping),
+            "ping_ours": await _ping(kits, ours_port, False, sizes.ping),
+            "pipe": await _pipe(kits, ours_port, sizes.pipe),
+        }
+        for size, n in sizes.large.items():
+            out[f"large{size}"] = await _raw_large(kits, ours_port, size, n)
+        return out
+    finally:
+        parent.send("stop")
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+
+
+def measure(quick: bool) -> tuple[dict, dict]:
+    sizes = _Sizes(quick)
+    with tempfile.TemporaryDirectory(prefix="bench-cell-") as tmp:
+        root = Path(tmp)
+        (root / "project.toml").write_text(PROJECT)
+        provision(root / "project.toml", root / "kits")
+        kits = root / "kits"
+        base = trio.run(_baselines, kits, sizes)
+        cell = trio.run(_cell_figures, kits, sizes)
+    return base, cell
+
+
+def run(quick: bool) -> list[Row]:
+    base, cell = measure(quick)
+    rows = [
+        Row(GROUP, "request/reply 100 B, 1 in flight", cell["rr1"], "req/s",
+            "bare trio.SSLStream ping-pong", base["ping_stock"], ">= 0.8x"),
+        Row(GROUP, "request/reply 100 B, 1 in flight (vs ours)", cell["rr1"], "req/s",
+            "bare TLSStream ping-pong", base["ping_ours"]),
+        Row(GROUP, "request/reply 100 B, 64 in flight", cell["rr64"], "req/s",
+            "cell, 1 in flight", cell["rr1"], ">= 4.0x"),
+        Row(GROUP, "fire-and-forget 100 B (delivered)", cell["fnf"], "msgs/s",
+            "raw TLSStream, 64 frames per write", base["pipe"]),
+        Row(GROUP, "bulk send 100 B (delivered)", cell["bulk"], "msgs/s",
+            "issue target 200k msgs/s", 200_000.0, ">= 1.0x"),
+        Row(GROUP, "bulk send 100 B (vs raw)", cell["bulk"], "msgs/s",
+            "raw TLSStream, 64 frames per write", base["pipe"]),
+    ]
+    rtt = 1.0 / base["ping_ours"]
+    for n in (8, 64):
+        rows.append(Row(GROUP, f"broadcast round to {n} cells", cell[f"bc{n}"] * 1e3, "ms",
+                        f"{n} sequential bare TLSStream RTTs", n * rtt * 1e3))
+    rows.append(Row(GROUP, f"broadcast round to {JOBS} cells", cell[f"bc{JOBS}"] * 1e3, "ms",
+                    "issue budget 100 ms", 100.0, "<= 1.0x"))
+    for size in sorted(_Sizes(quick).large):
+        rows.append(Row(GROUP, f"one {size // MiB} MiB request payload", cell[f"large{size}"],
+                        "MB/s", "raw TLSStream, one message + ack", base[f"large{size}"]))
+    return rows
+
+
+if __name__ == "__main__":
+    for row in run(quick=True):
+        ratio = f"{row.ratio:.2f}x" if row.ratio is not None else ""
+        print(f"{row.name:<44} {row.value:>12.1f} {row.unit:<7} {ratio:>7} {row.target}")

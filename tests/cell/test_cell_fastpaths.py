@@ -1,0 +1,102 @@
+"""The cell's fast paths keep the semantics: inline serving, fnf ordering, route cache, stats."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import trio
+from cell_helpers import QUIET
+
+from cellnet.cell import Cell, connect_in_process
+from cellnet.defs import CellReturnCode
+
+
+@contextlib.asynccontextmanager
+async def pair():
+    async with Cell("server", link_config=QUIET) as server:
+        async with Cell("site-1", link_config=QUIET) as site:
+            yield server, site
+
+
+async def test_fire_and_forget_order_is_kept_across_sync_and_async_handlers(autojump_clock):
+    seen = []
+
+    async def slow(msg):
+        await trio.sleep(1)
+        seen.append(bytes(msg.payload))
+
+    def fast(msg):
+        seen.append(bytes(msg.payload))
+
+    async with pair() as (server, site):
+        await connect_in_process(server, site)
+        site.register_request_cb("ch", "slow", slow)
+        site.register_request_cb("ch", "fast", fast)
+        await server.fire_and_forget("site-1", "ch", "fast", b"0")
+        await server.fire_and_forget("site-1", "ch", "slow", b"1")
+        await server.fire_and_forget("site-1", "ch", "fast", b"2")  # must wait behind "1"
+        await server.fire_and_forget("site-1", "ch", "slow", b"3")
+        await trio.sleep(10)
+        assert seen == [b"0", b"1", b"2", b"3"]
+        for i in range(4, 8):  # the queue drained: sync handlers run inline again, in order
+            await server.fire_and_forget("site-1", "ch", "fast", str(i).encode())
+        await trio.sleep(1)
+        assert seen == [str(i).encode() for i in range(8)]
+
+
+async def test_sync_handler_served_inline_answers_and_fails_cleanly(autojump_clock):
+    def boom(msg):
+        raise RuntimeError("no")
+
+    async with pair() as (server, site):
+        await connect_in_process(server, site)
+        site.register_request_cb("ch", "echo", lambda msg: bytes(msg.payload) * 2)
+        site.register_request_cb("ch", "boom", boom)
+        site.register_request_cb("ch", "bad", lambda msg: object())  # not a payload
+        ok = await server.send_request("site-1", "ch", "echo", b"ab", 5)
+        assert ok.return_code == CellReturnCode.OK and bytes(ok.payload) == b"abab"
+        for topic in ("boom", "bad"):
+            r = await server.send_request("site-1", "ch", topic, b"", 5)
+            assert r.return_code == CellReturnCode.PROCESS_EXCEPTION
+        assert site.statistics().errors["handler_exception"] == 2
+        r = await server.send_request("site-1", "ch", "echo", b"c", 5)
+        assert bytes(r.payload) == b"cc"
+
+
+async def test_route_cache_follows_links_coming_and_going(autojump_clock):
+    async with pair() as (server, site):
+        site.register_request_cb("ch", "echo", lambda msg: b"pong")
+        r = await server.send_request("site-1.J", "ch", "echo", b"", 1)
+        assert r.return_code == CellReturnCode.COMM_ERROR  # no route yet (and now cached)
+        left, _ = await connect_in_process(server, site)
+        r = await server.send_request("site-1", "ch", "echo", b"", 1)
+        assert r.return_code == CellReturnCode.OK
+        left.close("test")
+        with trio.fail_after(5):
+            while "site-1" in server.peers:
+                await trio.sleep(0.01)
+        r = await server.send_request("site-1", "ch", "echo", b"", 1)
+        assert r.return_code == CellReturnCode.COMM_ERROR
+
+
+async def test_bulk_send_counts_every_message_per_channel(autojump_clock):
+    got = []
+    async with pair() as (server, site):
+        await connect_in_process(server, site)
+        site.register_request_cb("a", "t", lambda msg: got.append(("a", bytes(msg.payload))))
+        site.register_request_cb("b", "t", lambda msg: got.append(("b", bytes(msg.payload))))
+        for i in range(5):
+            await server.fire_and_forget("site-1", "a", "t", b"x" * i, bulk=True)
+            await server.fire_and_forget("site-1", "b", "t", b"y", bulk=True)
+        await trio.sleep(1)
+        assert got == [m for i in range(5) for m in (("a", b"x" * i), ("b", b"y"))]
+        channels = server.statistics().channels
+        assert channels["a"].messages_out == 5 and channels["a"].bytes_out == 10
+        assert channels["b"].messages_out == 5 and channels["b"].bytes_out == 5
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "4"])
+def test_fnf_queue_must_be_a_positive_int(bad):
+    with pytest.raises(ValueError, match="fnf_queue"):
+        Cell("server", fnf_queue=bad)
