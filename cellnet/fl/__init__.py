@@ -14,8 +14,8 @@ from cellnet.fl.job_store import (
     LEGAL_TRANSITIONS,
     JobStore,
     RecoveryReport,
-    Submitter,
     SubmitResult,
+    Submitter,
     check_transition,
 )
 from cellnet.fl.scheduler import Action, Decision, pick_jobs
