@@ -57,3 +57,10 @@ def test_all_sites_expansion():
     assert j.deploys_to_all() and j.needs_server()
     assert j.client_sites(["site-1", "site-2"]) == {"site-1", "site-2"}
     assert j.app_for_site("site-7") == "app"
+
+
+def test_package_exports_resolve():
+    import cellnet.fl as fl
+
+    assert all(getattr(fl, name) is not None for name in fl.__all__)
+    assert fl.ALL_SITES == "@ALL" and fl.DEFAULT_SCHEDULE_TIMEOUT == 3600.0
