@@ -139,3 +139,30 @@ class LinkBusyError(CellnetError):
 
 class LinkError(CellnetError, ConnectionError):
     """A link to a peer could not be set up: unreachable, refused, or too slow to answer."""
+
+
+class JobError(CellnetError):
+    """A job operation failed: unknown job, illegal status change, or a store problem."""
+
+
+class JobValidationError(JobError, ValueError):
+    """A job folder, meta or job archive is invalid; ``problems`` lists every issue found."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        self.problems = list(problems) if problems else [message]
+        if problems:
+            lines = "\n".join(f"  - {p}" for p in self.problems)
+            message = f"{message} ({len(self.problems)} problem(s)):\n{lines}"
+        super().__init__(message)
+
+
+class JobNotFoundError(JobError, LookupError):
+    """No job with the given id is in the job store."""
+
+
+class SubmitConflictError(JobError):
+    """A submit token was reused for different job content (or for a deleted job)."""
+
+
+class IllegalTransitionError(JobError):
+    """A job status change that the RunStatus lifecycle does not allow."""
