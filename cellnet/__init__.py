@@ -32,7 +32,11 @@ from cellnet.errors import (
     FrameFormatError,
     FrameTooLargeError,
     IdentityMismatchError,
+    IllegalTransitionError,
     InvalidArgumentError,
+    JobError,
+    JobNotFoundError,
+    JobValidationError,
     LimitExceededError,
     LinkBusyError,
     LinkClosedError,
@@ -46,6 +50,7 @@ from cellnet.errors import (
     RemoteProtocolError,
     RouteError,
     ShapeError,
+    SubmitConflictError,
     TruncatedError,
     UnknownCAError,
     UnsupportedVersionError,
@@ -65,7 +70,7 @@ __version__ = "0.1.0"
 
 #: Submodules that do I/O (ssl, sockets, trio) load on first use, so the
 #: sans-IO core imports none of them.
-_LAZY_SUBMODULES = frozenset({"bridge", "cell", "link", "security", "transport"})
+_LAZY_SUBMODULES = frozenset({"bridge", "cell", "fl", "link", "security", "transport"})
 #: Public names that live in those submodules: name -> module.
 _LAZY_NAMES = {
     "Cell": "cellnet.cell",
@@ -78,6 +83,11 @@ _LAZY_NAMES = {
     "serve_links": "cellnet.transport",
     "provision": "cellnet.security",
     "StartupKit": "cellnet.security",
+    "Job": "cellnet.fl",
+    "JobStore": "cellnet.fl",
+    "load_job_folder": "cellnet.fl",
+    "zip_job_folder": "cellnet.fl",
+    "pick_jobs": "cellnet.fl",
 }
 
 
@@ -112,8 +122,12 @@ __all__ = [
     "FrameFormatError",
     "FrameTooLargeError",
     "IdentityMismatchError",
+    "IllegalTransitionError",
     "InvalidArgumentError",
+    "JobError",
     "JobMetaKey",
+    "JobNotFoundError",
+    "JobValidationError",
     "LimitExceededError",
     "LinkBusyError",
     "LinkClosedError",
@@ -133,6 +147,7 @@ __all__ = [
     "RouteError",
     "RunStatus",
     "ShapeError",
+    "SubmitConflictError",
     "TensorPack",
     "TruncatedError",
     "UnknownCAError",

@@ -19,12 +19,14 @@ PINNED = {
     "WeightedAccumulator", "__version__", "agent_site_fqcn", "crc32c", "decode_tensors",
     "defs", "encode_tensors", "errors", "fqcn", "native", "next_hop", "routing", "security",
     "to_return_code", "wire", "LinkBusyError", "LinkClosedError", "LinkError", "RouteError",
+    "IllegalTransitionError", "JobError", "JobNotFoundError", "JobValidationError",
+    "SubmitConflictError",
 }
 
 LAZY = {
     "Cell", "CellBridge", "Link", "LinkConfig", "StartupKit", "TLSStream", "bridge", "cell",
     "connect_in_process", "link", "open_link_stream", "provision", "security", "serve_links",
-    "transport",
+    "transport", "fl", "Job", "JobStore", "load_job_folder", "zip_job_folder", "pick_jobs",
 }
 
 
