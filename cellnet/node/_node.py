@@ -82,6 +82,13 @@ def _seconds(value: Any, what: str, *, allow_none: bool) -> float | None:
     return float(value)
 
 
+def _leaf(exc: BaseException) -> BaseException:
+    """The single exception inside (nested) one-member exception groups, else ``exc``."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
 class CellNode:
     """A cell on the network, built from a startup kit: ``async with CellNode(kit) as node:``.
 
@@ -183,7 +190,11 @@ class CellNode:
         except BaseException as exc:
             if self._nursery is not None:
                 self._nursery.cancel_scope.cancel()
-            await stack.__aexit__(type(exc), exc, exc.__traceback__)
+            try:
+                await stack.__aexit__(type(exc), exc, exc.__traceback__)
+            except BaseException as group:
+                if _leaf(group) is not exc:
+                    raise
             raise
         return self
 
