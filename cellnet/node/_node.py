@@ -206,6 +206,10 @@ class CellNode:
             self._nursery.cancel_scope.cancel()  # listeners, uplink, children (terminated)
         try:
             suppressed = await self._stack.__aexit__(*exc_info)
+        except BaseException as group:
+            if exc_info[1] is not None and _leaf(group) is exc_info[1]:
+                return False  # the body's own exception, unwrapped from the nurseries' groups
+            raise
         finally:
             self._nursery = None
         if self._failure is not None:
@@ -253,6 +257,7 @@ class CellNode:
             "peers": list(self.cell.peers),
             "uplink": self.uplink,
             "listening": f"{self.address[0]}:{self.address[1]}" if self.address else None,
+            "child_address": "{}:{}".format(*self._child_address) if self._child_address else None,
             "children": {f: c.pid for f, c in self.children.items() if c.returncode is None},
             "uptime": trio.current_time() - self._started if self._started else 0.0,
         }
