@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 
+import pytest
 import trio
 from e2e_helpers import HOST, free_port, info, probe, wait_peers
 
+from cellnet.errors import LinkError
 from cellnet.link import LinkConfig
 from cellnet.node import NODE_CHANNEL, CellNode, NodeTopic
 from cellnet.transport import open_link_stream
@@ -99,3 +102,36 @@ async def test_backpressure_bounds_queued_bytes_to_a_peer_that_does_not_read(kit
             assert not link.closed  # a slow peer is slowed down, not dropped
         finally:
             await peer.stream.aclose()
+
+
+CUSTOM_CHILD = """
+import trio
+from cellnet.node import CellNode
+
+async def main():
+    async with CellNode.from_child_env() as node:
+        node.cell.register_request_cb("e2e", "who", lambda m: b"custom " + node.fqcn.encode())
+        await trio.sleep_forever()
+
+trio.run(main)
+"""
+
+
+async def test_server_starts_child_cells_and_stops_them(kits, tmp_path):
+    server = CellNode(kits / "server", listen=(HOST, 0), workspace=tmp_path / "ws")
+    async with server:
+        default = await server.start_child("J1", timeout=30)
+        custom = await server.start_child("J2", [sys.executable, "-c", CUSTOM_CHILD], timeout=30)
+        assert set(server.cell.peers) == {"server.J1", "server.J2"}
+        reply = await server.cell.send_request("server.J1", NODE_CHANNEL, NodeTopic.ECHO, b"j1")
+        assert bytes(reply.payload) == b"j1"
+        reply = await server.cell.send_request("server.J2", "e2e", "who")
+        assert bytes(reply.payload) == b"custom server.J2"
+        assert server.info()["children"] == {"server.J1": default.pid, "server.J2": custom.pid}
+        with pytest.raises(ValueError, match="already running"):
+            await server.start_child("J1")
+        with pytest.raises(LinkError, match="status 7"):
+            await server.start_child("J3", [sys.executable, "-c", "raise SystemExit(7)"])
+    assert default.returncode == 0  # SIGTERM: a clean stop
+    assert custom.returncode is not None
+    assert (tmp_path / "ws" / "J1" / "log.txt").is_file()
