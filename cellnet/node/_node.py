@@ -59,6 +59,8 @@ __all__ = ["CellNode"]
 
 log = logging.getLogger("cellnet.node")
 Address = tuple[str, int]
+#: Seconds a stopping node waits for its child cells to end on their own (then: SIGTERM).
+CHILD_EXIT_GRACE = 3.0
 
 
 def _address(value: Any, what: str) -> Address:
@@ -202,6 +204,7 @@ class CellNode:
         assert self._stack is not None
         if self._nursery is not None and exc_info[0] is None and self._failure is None:
             await self._say_goodbye()
+            await self._let_children_exit(CHILD_EXIT_GRACE)
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()  # listeners, uplink, children (terminated)
         try:
@@ -224,6 +227,12 @@ class CellNode:
                 for link in links:
                     if link is not None:
                         nursery.start_soon(link.goodbye, f"cell {self.fqcn} stopping")
+
+    async def _let_children_exit(self, seconds: float) -> None:
+        """Child cells end when their link does; wait for that before resorting to SIGTERM."""
+        with trio.move_on_after(seconds):
+            while any(c.returncode is None for c in self.children.values()):
+                await self._changed.wait()
 
     def stop(self) -> None:
         """Stop the node's background work; the ``async with`` body is cancelled too."""
