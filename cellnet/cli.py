@@ -55,6 +55,13 @@ def _cmd_provision(argv: list[str]) -> int:
     return provision_main(argv)
 
 
+def _cmd_run(argv: list[str]) -> int:
+    """Start a server, site or child cell from its startup kit (cellnet.run.run_main)."""
+    from cellnet.run import run_main
+
+    return run_main(argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cellnet",
@@ -65,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="show the version, native build and CPU features")
     p.set_defaults(func=_cmd_info)
 
-    # bench and provision parse their own arguments (see main); listed here for --help.
+    # bench, provision and run parse their own arguments (see main); listed here for --help.
     sub.add_parser(
         "bench",
         help="run the benchmarks (bench/run.py) and print our figures beside the machine's",
@@ -79,11 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="cellnet provision <project.toml> -o <dir> [--force]",
         add_help=False,
     )
+    sub.add_parser(
+        "run",
+        help="start the server or a site cell from its startup kit (until SIGINT/SIGTERM)",
+        description="cellnet run <startup-kit-dir> [--workspace DIR] [--host H] [--port P] "
+        "[--connect-timeout S] [--job NAME] [-v]; see 'cellnet run --help'",
+        add_help=False,
+    )
     return parser
 
 
 #: Subcommands that own their argument parsing; ``main`` hands them the rest of argv.
-_PASS_THROUGH = {"bench": _cmd_bench, "provision": _cmd_provision}
+_PASS_THROUGH = {"bench": _cmd_bench, "provision": _cmd_provision, "run": _cmd_run}
 
 
 def main(argv: list[str] | None = None) -> int:

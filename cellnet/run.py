@@ -1,0 +1,154 @@
+"""``cellnet run``: start a long-running server, site or child cell from its startup kit.
+
+Exit status: 0 after SIGINT/SIGTERM (or, for a child cell, when its parent
+went away), 2 for bad arguments, an unusable kit or a port already in use,
+3 when ``--connect-timeout`` gave up on an unreachable uplink, 4 when the
+peer refused our identity (or we refused its).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from cellnet.errors import AuthError, CellnetError, LinkError, ProvisionError
+from cellnet.node import CellNode
+from cellnet.security import Kind, StartupKit
+from cellnet.workspace import Workspace
+
+__all__ = ["EXIT_AUTH", "EXIT_UNREACHABLE", "EXIT_USAGE", "build_parser", "run_main"]
+
+log = logging.getLogger("cellnet.run")
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_AUTH = 4
+
+_DESCRIPTION = """\
+Start the cell of a startup kit and keep it running until SIGINT or SIGTERM.
+
+A server kit listens for sites on --host/--port (default: the address in the
+kit's connection.json). A site kit connects to the server at --host/--port
+(default: from the kit) and re-connects with capped exponential backoff
+whenever the link is lost; each failed attempt is logged. With --child the
+process is the job-like child cell FQCN of the kit's site, linking to its
+parent's local port (--port) on 127.0.0.1; it ends when that link ends.
+
+Logs go to <workspace>/log.txt (and stderr); security events (links accepted
+or refused, link up/down with the peer's identity) to <workspace>/audit.log.
+
+Every cell answers requests on channel "cellnet": echo, info and stats.
+
+exit status: 0 stopped by a signal; 2 bad arguments, bad kit or port in use;
+3 uplink unreachable for --connect-timeout seconds; 4 authentication refused.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cellnet run",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("kit", help="startup kit folder (from 'cellnet provision')")
+    p.add_argument("--workspace", metavar="DIR",
+                   help="folder for log.txt and audit.log (default: ./workspace/<cell name>)")
+    p.add_argument("--host", help="server: address to listen on (0.0.0.0 for all); "
+                   "site: the server's address; child: the parent's (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="server: port to listen on; site: the server's "
+                   "port (default: fl_port of the kit); child: the parent's local port")
+    p.add_argument("--connect-timeout", type=float, metavar="SECONDS",
+                   help="give up (exit 3) when the uplink stays unreachable this long "
+                   "(default: retry forever)")
+    p.add_argument("--job", action="append", default=[], metavar="NAME",
+                   help="also start the job-like child cell <cell>.NAME in a child process "
+                   "(repeatable)")
+    p.add_argument("--child", metavar="FQCN",
+                   help="run as child cell FQCN (e.g. site-1.J1) of the kit's site")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    return p
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The single exception inside (nested) one-member groups, else ``exc``."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _node(args: argparse.Namespace, kit: StartupKit, ws: Workspace) -> CellNode:
+    common = {"connect_timeout": args.connect_timeout, "workspace": ws,
+              "verbose_children": args.verbose}
+    if args.child is not None:
+        if args.port is None:
+            raise ValueError("--child needs --port (the parent's local port)")
+        return CellNode(kit, args.child, connect=(args.host or "127.0.0.1", args.port),
+                        reconnect=False, **common)
+    address = (args.host or kit.server.host, args.port if args.port is not None
+               else kit.server.fl_port)
+    if kit.kind is Kind.SERVER:
+        return CellNode(kit, listen=address, **common)
+    return CellNode(kit, connect=address, **common)
+
+
+async def _serve(node: CellNode, jobs: Sequence[str]) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with node:
+            for job in jobs:
+                child = await node.start_child(job)
+                print(f"cellnet run: child cell {child.fqcn} linked (pid {child.pid})",
+                      flush=True)
+            where = f", listening on {node.address[0]}:{node.address[1]}" if node.address else ""
+            print(f"cellnet run: cell {node.fqcn} running (pid {os.getpid()}{where})", flush=True)
+            async for signum in signals:
+                log.info("cell %s: %s received, stopping", node.fqcn, signal.Signals(signum).name)
+                break
+
+
+def _error(message: str, status: int) -> int:
+    print(f"cellnet run: error: {message}", file=sys.stderr, flush=True)
+    return status
+
+
+def run_main(argv: Sequence[str] | None = None) -> int:
+    """``cellnet run <kit> ...``; returns the exit status (see ``--help``)."""
+    args = build_parser().parse_args(argv)
+    if args.connect_timeout is not None and not args.connect_timeout > 0:
+        return _error("--connect-timeout must be a positive number of seconds", EXIT_USAGE)
+    if args.port is not None and not 0 <= args.port <= 65535:
+        return _error(f"--port {args.port} is not a port number", EXIT_USAGE)
+    try:
+        kit = StartupKit.load(args.kit)
+        ws = Workspace(args.workspace or os.path.join("workspace", args.child or kit.name))
+        node = _node(args, kit, ws)
+        ws.create()
+    except (ProvisionError, ValueError, TypeError, OSError) as exc:
+        return _error(str(exc), EXIT_USAGE)
+    with ws.open_logs(verbose=args.verbose, stderr=True):
+        log.info("cell %s starting from kit %s (workspace %s)", node.fqcn, kit.path, ws.root)
+        try:
+            trio.run(_serve, node, args.job)
+        except BaseException as group:
+            exc = _leaf(group)
+            if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+                return _error(str(exc), EXIT_USAGE)
+            if isinstance(exc, AuthError):
+                return _error(f"authentication refused: {exc}", EXIT_AUTH)
+            if isinstance(exc, LinkError):
+                return _error(str(exc), EXIT_UNREACHABLE)
+            if isinstance(exc, CellnetError | OSError):
+                log.error("cell %s failed: %s", node.fqcn, exc)
+                return _error(str(exc), EXIT_USAGE)
+            raise
+        log.info("cell %s stopped", node.fqcn)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main())
