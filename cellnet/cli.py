@@ -57,9 +57,9 @@ def _cmd_provision(argv: list[str]) -> int:
 
 def _cmd_run(argv: list[str]) -> int:
     """Start a server, site or child cell from its startup kit (cellnet.run.run_main)."""
-    from cellnet.run import run_main
+    from cellnet.run import process_main
 
-    return run_main(argv)
+    return process_main(argv)
 
 
 def build_parser() -> argparse.ArgumentParser:

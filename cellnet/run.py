@@ -97,9 +97,26 @@ def _node(args: argparse.Namespace, kit: StartupKit, ws: Workspace) -> CellNode:
     return CellNode(kit, connect=address, **common)
 
 
+#: Stop signals that arrived while trio's signal receiver was not installed
+#: (before the node started serving, or while it shuts down).
+_early_signals: list[int] = []
+
+
+def _remember_signal(signum: int, frame: object) -> None:
+    """Process-wide SIGINT/SIGTERM handler outside trio: note the request, exit cleanly later.
+
+    trio's receiver replaces it while the node serves and restores it afterwards,
+    so a signal during start-up or shut-down never kills the process with -15.
+    """
+    _early_signals.append(signum)
+
+
 async def _serve(node: CellNode, jobs: Sequence[str]) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with node:
+            if _early_signals:
+                log.info("cell %s: stop requested during start-up", node.fqcn)
+                return
             for job in jobs:
                 child = await node.start_child(job)
                 print(f"cellnet run: child cell {child.fqcn} linked (pid {child.pid})",
@@ -150,5 +167,16 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def process_main(argv: Sequence[str] | None = None) -> int:
+    """Entry of a ``cellnet run`` process: stop signals never kill it, then ``run_main``.
+
+    Installed for the whole life of the process (not by ``run_main`` itself, which
+    tests call in-process), so SIGTERM during start-up or shut-down still exits 0.
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _remember_signal)
+    return run_main(argv)
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_main())
+    raise SystemExit(process_main())
