@@ -70,7 +70,9 @@ __version__ = "0.1.0"
 
 #: Submodules that do I/O (ssl, sockets, trio) load on first use, so the
 #: sans-IO core imports none of them.
-_LAZY_SUBMODULES = frozenset({"bridge", "cell", "fl", "link", "security", "transport"})
+_LAZY_SUBMODULES = frozenset(
+    {"bridge", "cell", "fl", "link", "node", "security", "transport", "workspace"}
+)
 #: Public names that live in those submodules: name -> module.
 _LAZY_NAMES = {
     "Cell": "cellnet.cell",
@@ -88,6 +90,8 @@ _LAZY_NAMES = {
     "load_job_folder": "cellnet.fl",
     "zip_job_folder": "cellnet.fl",
     "pick_jobs": "cellnet.fl",
+    "CellNode": "cellnet.node",
+    "Workspace": "cellnet.workspace",
 }
 
 
