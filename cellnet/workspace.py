@@ -7,10 +7,9 @@ one test process never leak handlers into each other):
 * ``log.txt`` gets every ``cellnet.*`` record at INFO (DEBUG with ``verbose``);
 * ``audit.log`` (``WorkspaceConstants.AUDIT_LOG``) gets the records of the
   ``cellnet.audit`` logger only: links accepted or refused, link up and down,
-  each with the peer's identity.  The transport layer reports refused
-  handshakes as warnings of ``cellnet.transport.tcp``; a filter copies those
-  lines to the audit logger, so a refused certificate or name is audited even
-  though the refusal happens before any cell sees the link.
+  each with the peer's identity.  Handshakes the transport refuses (bad
+  certificate, name or protocol) reach the node through ``serve_links``'s
+  ``on_refused`` callback, so they are audited too although no cell sees them.
 
 Audit lines are ``<UTC time> <event> key=value ...``: one event per line, easy
 to grep and to parse.
@@ -32,7 +31,6 @@ __all__ = ["AUDIT_LOGGER", "LOG_FILE", "Workspace", "audit"]
 
 LOG_FILE = "log.txt"
 AUDIT_LOGGER = "cellnet.audit"
-_TRANSPORT_LOGGER = "cellnet.transport.tcp"
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _AUDIT_FORMAT = "%(asctime)s %(message)s"
 
@@ -50,15 +48,6 @@ def audit(event: str, **fields: object) -> None:
     """Record one security event (``link-up``, ``auth-refused``, ...) on the audit logger."""
     parts = [event, *(f"{k}={_quote(v)}" for k, v in fields.items() if v is not None)]
     _audit_log.info(" ".join(parts))
-
-
-class _RefusalBridge(logging.Filter):
-    """Copies the transport's "refused link" warnings to the audit logger."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str) and record.msg.startswith("refused link"):
-            audit("auth-refused", detail=record.getMessage())
-        return True
 
 
 class _UTCFormatter(logging.Formatter):
@@ -122,19 +111,15 @@ class Workspace:
             console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
             console.setLevel(level)
             handlers.append((root, console))
-        bridge = _RefusalBridge()
-        transport = logging.getLogger(_TRANSPORT_LOGGER)
         old_level = root.level
         old_audit_level = _audit_log.level
         root.setLevel(min(level, old_level) if old_level else level)
         _audit_log.setLevel(logging.INFO)
         for logger, handler in handlers:
             logger.addHandler(handler)
-        transport.addFilter(bridge)
         try:
             yield self
         finally:
-            transport.removeFilter(bridge)
             for logger, handler in handlers:
                 logger.removeHandler(handler)
                 handler.close()

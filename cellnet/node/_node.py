@@ -91,6 +91,11 @@ def _leaf(exc: BaseException) -> BaseException:
     return exc
 
 
+
+def _audit_refusal(address: str, exc: BaseException) -> None:
+    """Audit a peer the transport refused (bad certificate, name, protocol or timeout)."""
+    audit("auth-refused", address=address, error=type(exc).__name__, detail=str(exc))
+
 class CellNode:
     """A cell on the network, built from a startup kit: ``async with CellNode(kit) as node:``.
 
@@ -293,7 +298,7 @@ class CellNode:
         handler = partial(self._on_peer, children_only=children_only)
         listeners = await self._running().start(
             partial(serve_links, handler, self.kit, host=host, port=port, my_fqcn=self.fqcn,
-                    handshake_timeout=self.handshake_timeout)
+                    handshake_timeout=self.handshake_timeout, on_refused=_audit_refusal)
         )
         return tuple(listeners[0].socket.getsockname()[:2])  # type: ignore[return-value]
 

@@ -200,6 +200,7 @@ async def serve_links(
     port: int,
     my_fqcn: str | None = None,
     handshake_timeout: float = DEFAULT_TIMEOUT,
+    on_refused: Callable[[str, BaseException], None] | None = None,
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept mutual-TLS links on ``host:port`` forever; ``handler(stream, identity, fqcn)`` each.
@@ -208,7 +209,8 @@ async def serve_links(
     read it from ``listeners[0].socket.getsockname()``).  A peer that fails
     TLS, HELLO or the identity check within ``handshake_timeout`` is logged
     and dropped; so is a link whose handler raises: other links never notice.
-    The stream is closed when the handler returns.
+    The stream is closed when the handler returns.  ``on_refused(address, exc)``
+    is told of every refused peer (for the audit log) before it is dropped.
     """
     kit = _kit(kit)
     ctx = server_context(kit)
@@ -231,6 +233,8 @@ async def serve_links(
         except (AuthError, ProtocolError, trio.BrokenResourceError, trio.TooSlowError,
                 OSError) as exc:
             log.warning("refused link from %s: %s: %s", address, type(exc).__name__, exc)
+            if on_refused is not None:
+                on_refused(address, exc)
             await _linger_close(raw)
             return
         except BaseException:

@@ -13,6 +13,8 @@ from cellnet.errors import ProvisionError
 from cellnet.message import Message
 from cellnet.node import CellNode, json_payload, statistics_dict
 from cellnet.node._children import ENV_FQCN, ENV_HOST, ENV_KIT, ENV_PORT, child_argv
+from cellnet.errors import IdentityMismatchError
+from cellnet.node._node import _audit_refusal
 from cellnet.run import run_main
 from cellnet.workspace import Workspace, audit
 
@@ -110,13 +112,14 @@ def test_workspace_logs_and_audit(tmp_path):
     with ws.open_logs():
         logging.getLogger("cellnet.node").info("hello log")
         audit("link-up", peer="site-1", reason="two words")
-        logging.getLogger("cellnet.transport.tcp").warning("refused link from %s: %s", "h:1", "no")
+        _audit_refusal("h:1", IdentityMismatchError("announced site-2, certificate says site-1"))
     logging.getLogger("cellnet.node").info("after close")
     log_text = ws.log_path.read_text()
     audit_lines = ws.audit_path.read_text().splitlines()
     assert "hello log" in log_text and "after close" not in log_text
     assert audit_lines[0].endswith('link-up peer=site-1 reason="two words"')
-    assert "auth-refused" in audit_lines[1] and "h:1" in audit_lines[1]
+    assert "auth-refused address=h:1 error=IdentityMismatchError" in audit_lines[1]
+    assert "certificate says site-1" in audit_lines[1]
     assert len(audit_lines) == 2
     assert ws.subdir("J1").root == ws.root / "J1"
     for bad in ("", "..", "a/b"):

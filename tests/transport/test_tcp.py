@@ -90,20 +90,25 @@ async def test_bytes_sent_right_after_hello_reach_the_handler(kits):
 
 
 async def test_announcing_another_site_is_refused_and_logged(kits, caplog):
-    called = []
+    called, refused = [], []
 
     async def handler(*args):
         called.append(args)
 
+    def on_refused(address, exc):
+        refused.append((address, exc))
+
     with trio.fail_after(10), caplog.at_level(logging.WARNING, "cellnet.transport.tcp"):
         async with trio.open_nursery() as nursery:
-            port = await start_server(nursery, kits, handler)
+            port = await start_server(nursery, kits, handler, on_refused=on_refused)
             with pytest.raises(IdentityMismatchError, match="site-2") as info:
                 await open_link_stream(HOST, port, kits / "site-1", my_fqcn="site-2")
             assert info.value.by_peer
             nursery.cancel_scope.cancel()
     assert not called
     assert "refused link" in caplog.text and "IdentityMismatchError" in caplog.text
+    assert len(refused) == 1 and refused[0][0].startswith("127.0.0.1:")
+    assert isinstance(refused[0][1], IdentityMismatchError)
 
 
 async def test_client_checks_expected_peer(kits):
