@@ -42,8 +42,8 @@ def network(kits, tmp_path_factory):
         server.wait_for_output("running")
         sites = [p.run(kits / s, "--port", str(port), "--job", "J1", name=s)
                  for s in ("site-1", "site-2")]
-        for site in sites:
-            site.wait_for_output("running")
+        for name, site in zip(("site-1", "site-2"), sites, strict=True):
+            site.wait_for_output(f"cell {name} running")  # not the child's own "running" line
         yield {"port": port, "server": server, "sites": sites}
     finally:
         p.cleanup()

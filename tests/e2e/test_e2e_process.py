@@ -53,7 +53,7 @@ def test_sigterm_stops_server_site_and_children_with_exit_0(kits, procs):
     server = procs.run(kits / "server", "--port", str(port), name="server")
     server.wait_for_output("running")
     site = procs.run(kits / "site-1", "--port", str(port), "--job", "J1", name="site-1")
-    site.wait_for_output("running")
+    site.wait_for_output("cell site-1 running")  # the child's own "running" line comes first
     child_pid = int(site.out.split("child cell site-1.J1 linked (pid ")[1].split(")")[0])
     for proc in (site, server):
         proc.signal(signal.SIGTERM)

@@ -9,11 +9,10 @@ import socket
 import pytest
 
 from cellnet.cell import Cell
-from cellnet.errors import ProvisionError
+from cellnet.errors import IdentityMismatchError, ProvisionError
 from cellnet.message import Message
 from cellnet.node import CellNode, json_payload, statistics_dict
 from cellnet.node._children import ENV_FQCN, ENV_HOST, ENV_KIT, ENV_PORT, child_argv
-from cellnet.errors import IdentityMismatchError
 from cellnet.node._node import _audit_refusal
 from cellnet.run import run_main
 from cellnet.workspace import Workspace, audit
