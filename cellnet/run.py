@@ -71,8 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
                    "(repeatable)")
     p.add_argument("--child", metavar="FQCN",
                    help="run as child cell FQCN (e.g. site-1.J1) of the kit's site")
+    p.add_argument("--allow-p2p", action="store_true",
+                   help="server: let cells open direct links to each other (they look up "
+                   "each other's --p2p-listen address here); default: all traffic via the server")
+    p.add_argument("--p2p-listen", metavar="HOST:PORT",
+                   help="site: accept direct links from other cells on HOST:PORT (port 0: any) "
+                   "and publish it to the server")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     return p
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"--p2p-listen wants HOST:PORT, got {text!r}")
+    return host, int(port)
 
 
 def _leaf(exc: BaseException) -> BaseException:
@@ -93,8 +106,13 @@ def _node(args: argparse.Namespace, kit: StartupKit, ws: Workspace) -> CellNode:
     address = (args.host or kit.server.host, args.port if args.port is not None
                else kit.server.fl_port)
     if kit.kind is Kind.SERVER:
-        return CellNode(kit, listen=address, **common)
-    return CellNode(kit, connect=address, **common)
+        if args.p2p_listen is not None:
+            raise ValueError("--p2p-listen is for sites; the server listens anyway")
+        return CellNode(kit, listen=address, allow_p2p=args.allow_p2p, **common)
+    if args.allow_p2p:
+        raise ValueError("--allow-p2p is the server's policy; give it to the server")
+    listen = _host_port(args.p2p_listen) if args.p2p_listen is not None else None
+    return CellNode(kit, connect=address, listen=listen, **common)
 
 
 #: Stop signals that arrived while trio's signal receiver was not installed

@@ -18,6 +18,10 @@ nursery, and decides from its kit and FQCN what to do on the network:
   that long the node fails with :class:`~cellnet.errors.LinkError`.  An
   authentication refusal is never retried (it will not fix itself).
   ``reconnect=False`` (child cells) ends the node when its uplink is lost.
+* **direct links** (on demand): a listening node publishes its address to
+  the server, which keeps it only when ``allow_p2p`` is set there;
+  :meth:`connect_peer` looks a target up and links straight to it (see
+  :mod:`cellnet.node._p2p`);
 * **child cells** run in child processes (:meth:`start_child`); they link to
   a listener on ``127.0.0.1`` that the node opens on first use, which accepts
   only the node's descendants (see :mod:`cellnet.node._children`).
@@ -44,9 +48,9 @@ import trio
 
 from cellnet import fqcn as _fqcn
 from cellnet.cell import Cell
-from cellnet.errors import AuthError, CellnetError, LinkError
+from cellnet.errors import AuthError, CellnetError, LinkError, RouteError
 from cellnet.link import LinkConfig
-from cellnet.node import _children
+from cellnet.node import _children, _p2p
 from cellnet.node._builtin import register_builtins
 from cellnet.node._children import ChildCell
 from cellnet.security import Kind, StartupKit
@@ -123,6 +127,7 @@ class CellNode:
         link_config: LinkConfig | None = None,
         workspace: Workspace | str | os.PathLike[str] | None = None,
         verbose_children: bool = False,
+        allow_p2p: bool = False,
     ) -> None:
         self.kit = kit if isinstance(kit, StartupKit) else StartupKit.load(kit)
         if self.kit.kind is Kind.ADMIN:
@@ -138,6 +143,7 @@ class CellNode:
             )
         server = self.kit.server
         is_root_server = self.kit.kind is Kind.SERVER and self.fqcn == server.name
+        self._server_name = server.name
         if uplink is None and not is_root_server:
             up = _fqcn.tree_parent(self.fqcn)
             uplink = server.name if up in (None, _fqcn.SERVER) else up
@@ -163,6 +169,10 @@ class CellNode:
         self.workspace = workspace
         self.verbose_children = bool(verbose_children)
         self.cell = Cell(self.fqcn, parent=self.uplink, link_config=link_config)
+        #: The server's endpoint registry for direct links (None on other cells).
+        self.registry = (
+            _p2p.EndpointRegistry(self.cell, allowed=bool(allow_p2p)) if is_root_server else None
+        )
         #: ``(host, port)`` the node accepts links on, once running (None if it does not listen).
         self.address: Address | None = None
         self._child_address: Address | None = None
@@ -186,6 +196,8 @@ class CellNode:
         try:
             await stack.enter_async_context(self.cell)
             register_builtins(self.cell, self.info)
+            if self.registry is not None:
+                self.registry.register_handlers()
             self._started = trio.current_time()
             self._nursery = await stack.enter_async_context(trio.open_nursery())
             if self.listen is not None:
@@ -370,12 +382,56 @@ class CellNode:
                 return
             self._backoff.reset()
             log.info("linked to %s at %s:%d", peer.fqcn, *self.connect)  # type: ignore[str-format]
+            if self.address is not None and self.uplink == self._server_name:
+                self._running().start_soon(self._publish_endpoint)
             await self._run_link(peer.stream, peer.fqcn, peer.identity, "out")
             if not self.reconnect:
                 log.info("link to %s lost; cell %s stops", self.uplink, self.fqcn)
                 self.stop()
                 return
             log.warning("link to %s lost; reconnecting", self.uplink)
+
+    # ------------------------------------------------------------------ direct links
+    async def _publish_endpoint(self) -> None:
+        """Tell the server where this cell accepts direct links (it may decline)."""
+        try:
+            accepted = await _p2p.register(self.cell, self._server_name, self.address,
+                                           self.handshake_timeout)
+        except CellnetError as exc:
+            log.warning("could not publish the direct-link endpoint: %s", exc)
+            return
+        if accepted:
+            log.info("direct links to %s accepted on %s:%d", self.fqcn, *self.address)
+
+    async def connect_peer(self, target: str, *, timeout: float = 10.0) -> str:
+        """Open a direct link toward ``target`` (on demand); return the peer linked to.
+
+        The server names the cell on the target's path that accepts direct
+        links (the target or an ancestor, e.g. its site), if its policy allows;
+        the link is an ordinary mutual-TLS link with the usual identity check,
+        and routing prefers it from then on.  If that peer is already linked,
+        nothing is opened.  Raises RouteError (refused / no endpoint),
+        AuthError or LinkError (cannot connect).  The link is not re-opened
+        when it drops: traffic falls back to the server's route.
+        """
+        target = _fqcn.validate(target)
+        if self.uplink is None:
+            raise RouteError("the server has no uplink to ask for an endpoint")
+        with trio.fail_after(timeout):
+            name, host, port = await _p2p.lookup(self.cell, self._server_name, target, timeout)
+            if name == self.fqcn:
+                raise RouteError(f"{target} is behind this cell already")
+            if name in self.cell.peers:
+                return name
+            peer = await open_link_stream(host, port, self.kit, my_fqcn=self.fqcn,
+                                          expected_peer=name, timeout=self.handshake_timeout)
+            self._running().start_soon(
+                self._run_link, peer.stream, peer.fqcn, peer.identity, "direct"
+            )
+            while name not in self.cell.peers:
+                await self._changed.wait()
+        log.info("direct link to %s open (for %s)", name, target)
+        return name
 
     # ------------------------------------------------------------------ children
     async def child_address(self) -> Address:

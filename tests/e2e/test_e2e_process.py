@@ -9,9 +9,9 @@ import sys
 
 import pytest
 import trio
-from e2e_helpers import HOST, free_port, info, probe, wait_peers
+from e2e_helpers import HOST, free_port, info, probe, stats, wait_peers
 
-from cellnet.errors import LinkError
+from cellnet.errors import LinkError, RouteError
 from cellnet.link import LinkConfig
 from cellnet.node import NODE_CHANNEL, CellNode, NodeTopic
 from cellnet.transport import open_link_stream
@@ -135,3 +135,27 @@ async def test_server_starts_child_cells_and_stops_them(kits, tmp_path):
     assert default.returncode == 0  # SIGTERM: a clean stop
     assert custom.returncode is not None
     assert (tmp_path / "ws" / "J1" / "log.txt").is_file()
+
+
+async def test_direct_link_between_site_processes_bypasses_the_server(kits, procs):
+    port = free_port()
+    procs.run(kits / "server", "--port", str(port), "--allow-p2p", name="server")
+    site2 = procs.run(kits / "site-2", "--port", str(port), "--p2p-listen", f"{HOST}:0",
+                      name="site-2")
+    site2.wait_for_output("cell site-2 running")
+    async with probe(kits / "site-1", "site-1--p2p", port, listen=(HOST, 0)) as node:
+        await wait_peers(node, "server", {"site-1--p2p", "site-2"})
+        with trio.fail_after(20):
+            while True:  # site-2 publishes its endpoint right after linking
+                try:
+                    assert await node.connect_peer("site-2") == "site-2"
+                    break
+                except RouteError:
+                    await trio.sleep(0.05)
+        before = (await stats(node, "server"))["forwarded"]
+        for i in range(3):
+            reply = await node.cell.send_request("site-2", NODE_CHANNEL, NodeTopic.ECHO,
+                                                 b"d%d" % i, timeout=5)
+            assert reply.return_code == "ok" and bytes(reply.payload) == b"d%d" % i
+        assert (await stats(node, "server"))["forwarded"] == before
+        assert "site-1--p2p" in (await info(node, "site-2"))["peers"]
