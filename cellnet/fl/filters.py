@@ -11,7 +11,8 @@ Error bounds of :class:`Quantize` (per element, ``x`` finite, ``x'`` restored):
 
 * ``fp16``: ``|x' - x| <= 2**-11 * |x|`` for ``2**-14 <= |x| <= 65504``, and
   ``<= 2**-25`` below (subnormals); ``|x| > 65504`` raises FilterError.
-* ``bf16``: ``|x' - x| <= 2**-8 * |x|`` over the float32 range.
+* ``bf16``: ``|x' - x| <= 2**-8 * |x|`` for ``|x| >= 2**-126`` (float32's
+  normal range), and ``<= 2**-134`` below.
 * ``int8``: per block ``b`` of ``block`` consecutive elements,
   ``|x' - x| <= max|x_b| / 254`` (plus float32 rounding).
 
