@@ -166,3 +166,19 @@ class SubmitConflictError(JobError):
 
 class IllegalTransitionError(JobError):
     """A job status change that the RunStatus lifecycle does not allow."""
+
+
+class FilterError(CellnetError, ValueError):
+    """A DXO filter cannot process its input (wrong kind, inconsistent meta, bad values)."""
+
+
+class FilterConfigError(FilterError):
+    """A filter spec names no known filter or carries arguments the filter rejects."""
+
+
+class AggregationError(CellnetError, ValueError):
+    """An aggregator rejected a contribution (wrong kind, names, shapes) or has no result."""
+
+
+class DuplicateContributionError(AggregationError):
+    """A contributor sent a second contribution in the same round."""
