@@ -20,7 +20,8 @@ PINNED = {
     "defs", "encode_tensors", "errors", "fqcn", "native", "next_hop", "routing", "security",
     "to_return_code", "wire", "LinkBusyError", "LinkClosedError", "LinkError", "RouteError",
     "IllegalTransitionError", "JobError", "JobNotFoundError", "JobValidationError",
-    "SubmitConflictError",
+    "SubmitConflictError", "AggregationError", "DuplicateContributionError",
+    "FilterConfigError", "FilterError",
 }
 
 LAZY = {

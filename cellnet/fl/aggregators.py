@@ -248,7 +248,7 @@ class InTimeFedAvg(Aggregator):
         return out
 
     def _clear(self) -> None:
-        self._acc.reset()
+        self._acc.reset(keep_buffers=True)
         self._weight_sum = 0.0
         self._clipped = 0
         self._dtypes = {}

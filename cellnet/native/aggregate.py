@@ -230,6 +230,8 @@ class WeightedAccumulator:
             raise DTypeError(f"accumulator dtype must be float32 or float64, got {dt}")
         self._dtype = dt
         self._acc: dict[str, np.ndarray] = {}
+        #: accumulators of the previous round, reused (zeroed) when the model matches
+        self._spare: dict[str, np.ndarray] = {}
         self._out_dtypes: dict[str, np.dtype] = {}
         self._total = 0.0
         self._count = 0
@@ -276,8 +278,14 @@ class WeightedAccumulator:
 
     def _first(self, arrays: dict[str, np.ndarray]) -> None:
         if not self._acc:
+            spare, self._spare = self._spare, {}
             for name, a in arrays.items():
-                self._acc[name] = np.zeros(a.shape, self._dtype)
+                buf = spare.get(name)
+                if buf is not None and buf.shape == a.shape:
+                    buf.fill(0)  # touched pages: much cheaper than faulting in fresh ones
+                else:
+                    buf = np.zeros(a.shape, self._dtype)
+                self._acc[name] = buf
                 self._out_dtypes[name] = a.dtype
 
     def add(self, tensors: Mapping[str, np.ndarray], weight: float) -> None:
@@ -327,9 +335,14 @@ class WeightedAccumulator:
                                dtype=dtype if dtype is not None else self._out_dtypes[name])
                 for name, acc in self._acc.items()}
 
-    def reset(self) -> None:
-        """Forget every update (names and shapes too)."""
-        self._acc.clear()
+    def reset(self, *, keep_buffers: bool = False) -> None:
+        """Forget every update (names and shapes too).
+
+        ``keep_buffers=True`` keeps the accumulator memory for the next round
+        (zeroed when its first update arrives, reallocated if the model changed).
+        """
+        self._spare = self._acc if keep_buffers else {}
+        self._acc = {}
         self._out_dtypes.clear()
         self._total = 0.0
         self._count = 0

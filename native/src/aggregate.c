@@ -176,6 +176,40 @@ int cn_agg_accumulate(void *acc, int acc_dtype, const void *x, int x_dtype, uint
     return cn_agg_accumulate_many(acc, acc_dtype, xs, x_dtype, &w, 1, n);
 }
 
+/* out[i] = a[i] / tw for same-dtype finalize: one pass, no staging buffer.  A
+ * true division (not a multiply by 1/tw) so results equal numpy's bit for bit;
+ * the AVX builds let the compiler use wide vdivps/vdivpd. */
+#define DEF_DIV(NAME, TGT, T)                                                   \
+    TGT static void NAME(const T *a, T tw, T *o, size_t n) {                   \
+        for (size_t i = 0; i < n; i++) o[i] = a[i] / tw;                       \
+    }
+DEF_DIV(div_f32, , float)
+DEF_DIV(div_f64, , double)
+#if defined(CN_X86)
+DEF_DIV(div_f32_avx512, T512, float)
+DEF_DIV(div_f64_avx512, T512, double)
+DEF_DIV(div_f32_avx2, T256, float)
+DEF_DIV(div_f64_avx2, T256, double)
+#endif
+
+static void div_same(const void *a, int dtype, double tw, void *o, size_t n) {
+#if defined(CN_X86)
+    unsigned f = cn__cpu_active();
+    if (f & CN_CPU_AVX512F) {
+        if (dtype == CN_F32) div_f32_avx512(a, (float)tw, o, n);
+        else div_f64_avx512(a, tw, o, n);
+        return;
+    }
+    if (f & CN_CPU_AVX2) {
+        if (dtype == CN_F32) div_f32_avx2(a, (float)tw, o, n);
+        else div_f64_avx2(a, tw, o, n);
+        return;
+    }
+#endif
+    if (dtype == CN_F32) div_f32(a, (float)tw, o, n);
+    else div_f64(a, tw, o, n);
+}
+
 int cn_agg_finalize(const void *acc, int acc_dtype, uint64_t n, double total_weight, void *out,
                     int out_dtype) {
     if (!acc_ok(acc_dtype) || !cn__is_float(out_dtype)) return CN_E_DTYPE;
@@ -183,9 +217,16 @@ int cn_agg_finalize(const void *acc, int acc_dtype, uint64_t n, double total_wei
     if (n == 0) return CN_OK;
     if (!acc || !out || n > SIZE_MAX / 8) return CN_E_INVAL;
     size_t os = cn_dtype_size(out_dtype);
+    if (acc_dtype == CN_F32 && !(isfinite((float)total_weight) && (float)total_weight > 0.0f))
+        return CN_E_INVAL;
+    if (out_dtype == acc_dtype && (out == acc || (const char *)out + n * os <= (const char *)acc ||
+                                   (const char *)acc + n * os <= (const char *)out)) {
+        /* in place or disjoint: each out[i] depends on acc[i] alone */
+        div_same(acc, acc_dtype, total_weight, out, (size_t)n);
+        return CN_OK;
+    }
     if (acc_dtype == CN_F32) {
         float buf[CN__CHUNK], tw = (float)total_weight;
-        if (!(tw > 0.0f) || !isfinite(tw)) return CN_E_INVAL;
         const float *a = (const float *)acc;
         for (uint64_t i = 0; i < n; i += CN__CHUNK) {
             size_t c = (size_t)(n - i < CN__CHUNK ? n - i : CN__CHUNK);

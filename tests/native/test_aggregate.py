@@ -375,3 +375,23 @@ def test_weighted_accumulator_empty_and_zero_weight():
     assert acc.count == 0 and acc.total_weight == 0.0
     with pytest.raises(DTypeError):
         agg.WeightedAccumulator(np.float16)
+
+
+def test_reset_keep_buffers_reuses_memory_and_stays_exact():
+    from cellnet.native.aggregate import WeightedAccumulator
+
+    acc = WeightedAccumulator(np.float32)
+    x = {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    acc.add(x, 2.0)
+    first = acc._acc["w"]
+    acc.reset(keep_buffers=True)
+    acc.add(x, 1.0)
+    assert acc._acc["w"] is first  # the same memory, zeroed
+    np.testing.assert_array_equal(acc.result()["w"], x["w"])
+    acc.reset(keep_buffers=True)
+    y = {"w": np.ones(4, np.float32)}  # another model: reallocated, no stale values
+    acc.add(y, 1.0)
+    assert acc._acc["w"] is not first
+    np.testing.assert_array_equal(acc.result()["w"], y["w"])
+    acc.reset()
+    assert acc.count == 0 and acc._spare == {}
