@@ -13,32 +13,12 @@ from pathlib import Path
 import trio
 
 from cellnet.node import NODE_CHANNEL, CellNode, NodeTopic, json_payload
-from cellnet.security import provision
+from cellnet.security.local import provision_local
 from cellnet.transport import Backoff
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parents[2]
 
-PROJECT = """\
-name = "{name}"
-
-[server]
-host = "127.0.0.1"
-fl_port = {port}
-admin_port = {admin}
-
-[[sites]]
-name = "site-1"
-org = "org-a"
-
-[[sites]]
-name = "site-2"
-org = "org-b"
-
-[[sites]]
-name = "site-3"
-org = "org-c"
-"""
 
 
 def free_port() -> int:
@@ -48,11 +28,8 @@ def free_port() -> int:
 
 
 def make_kits(root: Path, name: str) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    project = root / "project.toml"
-    project.write_text(PROJECT.format(name=name, port=free_port(), admin=free_port()))
-    provision(project, root / "out")
-    return root / "out"
+    return provision_local(root, name, ("site-1", "site-2", "site-3"),
+                           fl_port=free_port(), admin_port=free_port())
 
 
 class Proc:

@@ -154,7 +154,7 @@ async def test_wrong_name_and_foreign_kit_are_refused_and_audited(kits, foreign_
             await trio.sleep(0.05)
     text = audit_log.read_text()
     assert "auth-refused" in text and "site-2" in text and "IdentityMismatchError" in text
-    assert "link-up peer=site-1 cn=site-1 org=org-a" in text
+    assert "link-up peer=site-1 cn=site-1 org=org-1" in text
 
 
 async def test_malformed_frame_closes_only_that_link(kits, network):

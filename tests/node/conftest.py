@@ -6,36 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from cellnet.security import provision
-
-PROJECT = """\
-name = "{name}"
-
-[server]
-host = "127.0.0.1"
-fl_port = 8002
-admin_port = 8003
-
-[[sites]]
-name = "site-1"
-org = "org-a"
-
-[[sites]]
-name = "site-2"
-org = "org-b"
-
-[[admins]]
-name = "admin@org-a.com"
-org = "org-a"
-role = "project_admin"
-"""
+from cellnet.security.local import provision_local
 
 
 def _provision(root: Path, name: str) -> Path:
-    project = root / "project.toml"
-    project.write_text(PROJECT.format(name=name))
-    provision(project, root / "out")
-    return root / "out"
+    return provision_local(root, name, admins=[("admin@org-a.com", "org-a", "project_admin")])
 
 
 @pytest.fixture(scope="session")
