@@ -8,7 +8,8 @@ the declared size and below the credit granted so far; its bytes go straight
 into the sink, which returns their CRC32C from the copy, and that must match
 the chunk's header.  The whole-payload CRC is folded from chunk CRCs and
 checked at END (and against the OPEN's, when it declared one).  Credit is
-granted in bytes: ``upto = received + window``, sent when the sender would
+granted in bytes: ``upto = consumed + window`` (consumed: received minus what
+the sink still holds, its ``pending``), sent when the sender would
 otherwise stall or half a window has been consumed.  Any failure discards the
 sink and queues a RESET; the payload is only ever exposed after every check.
 """
@@ -29,7 +30,6 @@ from cellnet.stream._errors import (
     StreamResetError,
 )
 from cellnet.stream._proto import (
-    DEFAULT_CHUNK,
     DEFAULT_WINDOW_CHUNKS,
     K_CHUNK,
     K_CRC,
@@ -216,9 +216,15 @@ class StreamReceiver:
         self._maybe_grant()
         return None
 
+    def update_credit(self) -> None:
+        """Re-grant credit after a sink that holds data (``pending``) released some."""
+        if self.state is RecvState.RECEIVING:
+            self._maybe_grant()
+
     def _maybe_grant(self) -> None:
         size = self.info.size
-        new = min(size, self._received + self.window)
+        held = getattr(self.sink, "pending", 0)
+        new = min(size, self._received - held + self.window)
         if new <= self._granted:
             return
         left = size - self._received

@@ -35,6 +35,9 @@ class StreamInfo:
 class Sink:
     """Base class of stream destinations; see the module docstring for the call order."""
 
+    #: Bytes written but not yet consumed; the receiver grants credit only past them.
+    pending: int = 0
+
     def open(self, info: StreamInfo) -> None:
         """Prepare for ``info.size`` bytes."""
 
@@ -103,7 +106,7 @@ class FileSink(Sink):
         self._file = None
 
     def open(self, info: StreamInfo) -> None:
-        self._file = open(self._part, "wb")  # noqa: SIM115 - closed in finish/abort
+        self._file = open(self._part, "wb")
 
     def write(self, offset: int, data: memoryview) -> int:
         assert self._file is not None, "write before open"
