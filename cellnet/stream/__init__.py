@@ -20,6 +20,7 @@ from cellnet.stream.events import (
     StreamFailed,
     StreamOpened,
 )
+from cellnet.stream.mux import StreamMux
 from cellnet.stream.receiver import RecvState, StreamReceiver
 from cellnet.stream.sender import SendState, StreamSender
 from cellnet.stream.sinks import BufferSink, FileSink, Sink, StreamInfo
@@ -42,6 +43,7 @@ __all__ = [
     "StreamFailed",
     "StreamInfo",
     "StreamLimitError",
+    "StreamMux",
     "StreamOpened",
     "StreamProtocolError",
     "StreamReceiver",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from cellnet.stream import StreamReceiver, StreamSender
@@ -48,4 +50,4 @@ def payload(n: int, seed: int = 0) -> np.ndarray:
 def split(data: np.ndarray, cuts: list[int]) -> list[memoryview]:
     """``data`` cut into segments at the given positions (sorted, deduplicated)."""
     edges = [0, *sorted(set(c for c in cuts if 0 < c < data.size)), data.size]
-    return [memoryview(data[a:b]) for a, b in zip(edges, edges[1:], strict=False)]
+    return [memoryview(data[a:b]) for a, b in itertools.pairwise(edges)]
