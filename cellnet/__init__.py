@@ -75,7 +75,7 @@ __version__ = "0.1.0"
 #: Submodules that do I/O (ssl, sockets, trio) load on first use, so the
 #: sans-IO core imports none of them.
 _LAZY_SUBMODULES = frozenset(
-    {"bridge", "cell", "fl", "link", "node", "security", "transport", "workspace"}
+    {"bridge", "cell", "fl", "link", "node", "security", "stream", "transport", "workspace"}
 )
 #: Public names that live in those submodules: name -> module.
 _LAZY_NAMES = {
@@ -96,6 +96,9 @@ _LAZY_NAMES = {
     "pick_jobs": "cellnet.fl",
     "CellNode": "cellnet.node",
     "Workspace": "cellnet.workspace",
+    "StreamSender": "cellnet.stream",
+    "StreamReceiver": "cellnet.stream",
+    "StreamMux": "cellnet.stream",
 }
 
 

@@ -28,7 +28,8 @@ LAZY = {
     "Cell", "CellBridge", "Link", "LinkConfig", "StartupKit", "TLSStream", "bridge", "cell",
     "connect_in_process", "link", "open_link_stream", "provision", "security", "serve_links",
     "transport", "fl", "Job", "JobStore", "load_job_folder", "zip_job_folder", "pick_jobs",
-    "node", "CellNode", "workspace", "Workspace",
+    "node", "CellNode", "workspace", "Workspace", "stream", "StreamSender", "StreamReceiver",
+    "StreamMux",
 }
 
 
