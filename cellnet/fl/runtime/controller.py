@@ -1,0 +1,211 @@
+"""Server side of tasks: the controller API workflows are written against.
+
+A workflow subclasses :class:`Controller` and implements
+``async control_flow(fl_ctx)``; its return value (JSON-ready) becomes the
+job's results.  The job cell sets :attr:`Controller.engine` (cell, session,
+peer check, job id, the job's client sites) before calling it.
+
+* :meth:`broadcast_and_wait` sends one task to many sites at once and waits
+  until all answered, or ``min_responses`` OK results arrived and
+  ``wait_time_after_min_received`` more seconds passed, or the task's
+  timeout; every target gets a :class:`TaskResult` (unanswered ones
+  ``TASK_ABORTED`` when the wait ended early, ``COMMUNICATION_ERROR`` on timeout).
+* :meth:`send_and_wait` is the one-target case; :meth:`relay_and_wait` visits
+  targets in sequence, each OK result becoming the next target's task data.
+* :meth:`abort_task` ends a task's waits and tells the sites
+  (``__abort_task__``); :meth:`end_run` sends ``__end_run__`` to every site.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from cellnet.defs import CellReturnCode, ReturnCode
+from cellnet.errors import CellnetError
+from cellnet.fl.dxo import DXO
+from cellnet.fl.runtime import _proto as P
+from cellnet.fl.runtime.context import FLContext
+from cellnet.fl.runtime.messenger import JobCellMessenger
+from cellnet.message import Message
+from cellnet.requests import CELL_RC
+
+__all__ = ["Controller", "Task", "TaskResult"]
+
+
+@dataclass
+class Task:
+    """A named task with DXO data, a timeout in seconds and an id."""
+
+    name: str
+    data: DXO
+    timeout: float = 30.0
+    props: dict[str, Any] = field(default_factory=dict)
+    task_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"task name must be a non-empty str, got {self.name!r}")
+        if not isinstance(self.data, DXO):
+            raise TypeError(f"task data must be a DXO, got {type(self.data).__name__}")
+        t = self.timeout
+        if isinstance(t, bool) or not isinstance(t, int | float) or not t > 0 or math.isnan(t):
+            raise ValueError(f"task timeout must be a positive number of seconds, got {t!r}")
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """One site's answer to a task: reference return code, result DXO (if OK), error text."""
+
+    client: str
+    rc: str
+    dxo: DXO | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == ReturnCode.OK
+
+
+def _result(client: str, reply: Message) -> TaskResult:
+    rc = reply.return_code or ReturnCode.ERROR
+    if reply.get_header(CELL_RC) != CellReturnCode.OK:
+        return TaskResult(client, str(rc), None, reply.error)
+    task_rc = reply.get_header(P.TASK_RC, ReturnCode.OK)
+    if task_rc != ReturnCode.OK:
+        return TaskResult(client, str(task_rc), None, reply.error)
+    try:
+        return TaskResult(client, ReturnCode.OK, DXO.from_bytes(reply.payload))
+    except (CellnetError, TypeError, ValueError) as exc:
+        return TaskResult(client, ReturnCode.EXECUTION_RESULT_ERROR, None, str(exc))
+
+
+class Controller:
+    """Base class of workflows (see the module docstring)."""
+
+    engine: Any = None
+
+    async def control_flow(self, fl_ctx: FLContext) -> Any:
+        raise CellnetError(f"{type(self).__name__} does not implement control_flow()")
+
+    # --- helpers --------------------------------------------------------------------
+    @property
+    def clients(self) -> list[str]:
+        """The client sites of this job."""
+        return list(self.engine.clients)
+
+    @property
+    def messenger(self) -> JobCellMessenger:
+        m = getattr(self, "_messenger", None)
+        if m is None:
+            m = self._messenger = JobCellMessenger(self.engine, self.engine.job_id)
+        return m
+
+    def _scopes(self) -> dict[str, trio.CancelScope]:
+        if not hasattr(self, "_task_scopes"):
+            self._task_scopes: dict[str, trio.CancelScope] = {}
+        return self._task_scopes
+
+    def _targets(self, targets: Iterable[str] | None) -> list[str]:
+        names = self.clients if targets is None else list(targets)
+        unknown = [t for t in names if t not in self.engine.clients]
+        if unknown:
+            raise ValueError(f"target(s) not in this job: {', '.join(unknown)}")
+        if not names:
+            raise ValueError("a task needs at least one target")
+        return names
+
+    def _message(self, task: Task, data: DXO) -> Message:
+        return Message({P.TASK_NAME: task.name, P.TASK_ID: task.task_id}, data.to_bytes())
+
+    # --- the task API -----------------------------------------------------------------
+    async def broadcast_and_wait(
+        self,
+        task: Task,
+        targets: Iterable[str] | None = None,
+        min_responses: int = 0,
+        wait_time_after_min_received: float = 0.0,
+        fl_ctx: FLContext | None = None,
+    ) -> dict[str, TaskResult]:
+        """Send ``task`` to ``targets`` (default: all clients) and collect their results."""
+        names = self._targets(targets)
+        if isinstance(min_responses, bool) or not isinstance(min_responses, int) \
+                or not 0 <= min_responses <= len(names):
+            raise ValueError(f"min_responses must be an int in 0..{len(names)}, "
+                             f"got {min_responses!r}")
+        results: dict[str, TaskResult] = {}
+        enough = trio.Event()
+        msg = self._message(task, task.data)
+
+        async def one(name: str) -> None:
+            replies = await self.messenger.send_to_cell(
+                [name], P.TASK_CHANNEL, P.TaskTopic.RUN, msg, task.timeout, fl_ctx)
+            results[name] = _result(name, replies[name])
+            if min_responses and sum(r.ok for r in results.values()) >= min_responses:
+                enough.set()
+
+        async def stop_early(nursery: trio.Nursery) -> None:
+            await enough.wait()
+            await trio.sleep(wait_time_after_min_received)
+            nursery.cancel_scope.cancel()
+
+        scopes = self._scopes()
+        async with trio.open_nursery() as nursery:
+            scopes[task.task_id] = nursery.cancel_scope
+            try:
+                if min_responses:
+                    nursery.start_soon(stop_early, nursery)
+                async with trio.open_nursery() as senders:
+                    for name in names:
+                        senders.start_soon(one, name)
+                nursery.cancel_scope.cancel()  # all answered: stop the early-exit watcher
+            finally:
+                scopes.pop(task.task_id, None)
+        missing = [n for n in names if n not in results]
+        for name in missing:
+            results[name] = TaskResult(name, ReturnCode.TASK_ABORTED, None,
+                                       "the wait for this result ended early")
+        if missing:
+            await self._tell_abort(task, missing)
+        return {n: results[n] for n in names}
+
+    async def send_and_wait(self, task: Task, target: str,
+                            fl_ctx: FLContext | None = None) -> TaskResult:
+        """Send ``task`` to one site and wait for its result."""
+        return (await self.broadcast_and_wait(task, [target], fl_ctx=fl_ctx))[target]
+
+    async def relay_and_wait(self, task: Task, targets: Iterable[str] | None = None,
+                             fl_ctx: FLContext | None = None) -> list[TaskResult]:
+        """Visit ``targets`` in order; each OK result is the data of the next visit."""
+        out: list[TaskResult] = []
+        data = task.data
+        for name in self._targets(targets):
+            step = Task(task.name, data, task.timeout, dict(task.props), task.task_id)
+            result = await self.send_and_wait(step, name, fl_ctx)
+            out.append(result)
+            if result.ok and result.dxo is not None:
+                data = result.dxo
+        return out
+
+    async def abort_task(self, task: Task) -> None:
+        """Stop waiting for ``task`` and tell every client to abort it."""
+        scope = self._scopes().get(task.task_id)
+        if scope is not None:
+            scope.cancel()
+        await self._tell_abort(task, self.clients)
+
+    async def _tell_abort(self, task: Task, names: list[str]) -> None:
+        msg = Message({P.TASK_ID: task.task_id, P.TASK_NAME: task.name})
+        await self.messenger.send_to_cell(names, P.TASK_CHANNEL, P.TaskTopic.ABORT_TASK, msg, 0,
+                                          None, optional=True)
+
+    async def end_run(self, timeout: float = 5.0) -> dict[str, str]:
+        """Send ``__end_run__`` to every client; ``{client: reference rc}``."""
+        replies = await self.messenger.send_to_cell(
+            self.clients, P.TASK_CHANNEL, P.TaskTopic.END_RUN, None, timeout, None)
+        return {n: str(r.return_code) for n, r in replies.items()}

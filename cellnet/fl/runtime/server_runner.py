@@ -1,0 +1,385 @@
+"""Server side of the runtime: job admin over the network, scheduling, deployment, job status.
+
+A :class:`ServerRunner` wraps the running server :class:`~cellnet.node.CellNode`
+and a :class:`~cellnet.fl.JobStore`.
+
+* **Job admin** (channel ``job``: ``submit``/``list``/``get``/``abort``/
+  ``show_errors``): a submit is validated and stored (idempotent per submit
+  token); the submitter is the site part of the verified origin.
+* **Sessions**: sites ``login`` and report their resources; only logged-in,
+  linked sites count as connected.
+* **Scheduling loop**: every ``poll_interval`` (or when something changes)
+  :func:`~cellnet.fl.pick_jobs` decides; a started job reserves resources on
+  its sites (a refusing site is remembered and the job waits), moves to
+  DISPATCHED, its apps go to the sites (zip + SHA-256), the sites start their
+  job cells, then the server starts ``server.<job_id>`` and the job is RUNNING.
+* **Ending**: the server job cell reports FINISHED:COMPLETED (results saved)
+  or FINISHED:EXECUTION_EXCEPTION (traceback); a job process that dies
+  without a report ends the job FINISHED:ABNORMAL; ``abort`` ends it
+  FINISHED:ABORTED.  Every ending stops all of the job's processes on every
+  site within ``abort_timeout`` seconds.  Errors are kept for ``show_errors``
+  and written into the status reason of the job's meta.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import sys
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from cellnet.defs import CellReturnCode, CMIHeader, JobMetaKey, RunStatus
+from cellnet.errors import AuthError, CellnetError, JobError, JobValidationError
+from cellnet.fl.job_store import LEGAL_TRANSITIONS, JobStore, Submitter
+from cellnet.fl.runtime import _proto as P
+from cellnet.fl.runtime.session import SERVER_CLIENT, SessionTable, cmi_headers
+from cellnet.fl.scheduler import Action, pick_jobs
+from cellnet.message import Message
+from cellnet.node import CellNode, ChildCell
+from cellnet.security.names import site_part
+
+__all__ = ["ServerRunner"]
+
+log = logging.getLogger("cellnet.fl.server")
+S = RunStatus
+_FINISHED = frozenset(s for s in RunStatus if s.value.startswith("FINISHED:"))
+
+
+@dataclass
+class _Active:
+    job_id: str
+    sites: list[str] = field(default_factory=list)
+    scope: trio.CancelScope | None = None
+    child: ChildCell | None = None
+    ending: bool = False
+    done: trio.Event = field(default_factory=trio.Event)
+
+
+class ServerRunner:
+    """The job runtime of the server (see the module docstring); ``async with`` it."""
+
+    def __init__(self, node: CellNode, store: JobStore, *, workspace: str | Path | None = None,
+                 known_sites: list[str] | None = None, poll_interval: float = 0.5,
+                 start_timeout: float = 30.0, abort_timeout: float = 10.0) -> None:
+        self.node, self.store = node, store
+        self.root = Path(workspace) if workspace is not None else store.root / "run"
+        self.sessions = SessionTable(node.kit.project, known_sites)
+        self.resources: dict[str, dict[str, float]] = {}
+        self.poll_interval, self.start_timeout = poll_interval, start_timeout
+        self.abort_timeout = abort_timeout
+        self.active: dict[str, _Active] = {}
+        self.errors: dict[str, list[dict[str, Any]]] = {}
+        self.refused: dict[str, set[str]] = {}
+        self._wake = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._cm: Any = None
+
+    async def __aenter__(self) -> ServerRunner:
+        self._cm = trio.open_nursery()
+        self._nursery = await self._cm.__aenter__()
+        cell = self.node.cell
+        for topic, fn in ((P.JobTopic.SUBMIT, self._submit), (P.JobTopic.LIST, self._list),
+                          (P.JobTopic.GET, self._get), (P.JobTopic.ABORT, self._abort),
+                          (P.JobTopic.ERRORS, self._show_errors)):
+            cell.register_request_cb(P.JOB_CHANNEL, topic, self._admin(fn))
+        cell.register_request_cb(P.RUNTIME_CHANNEL, P.RuntimeTopic.LOGIN, self._login)
+        cell.register_request_cb(P.RUNTIME_CHANNEL, P.RuntimeTopic.JOB_REPORT, self._report)
+        cell.register_request_cb(P.RUNTIME_CHANNEL, P.RuntimeTopic.JOB_EXITED, self._exited)
+        self._nursery.start_soon(self._schedule_loop)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> bool | None:
+        assert self._nursery is not None
+        with trio.CancelScope(shield=True):
+            for job_id in list(self.active):
+                await self.finish(job_id, S.FINISHED_ABNORMAL, "server stopping")
+        self._nursery.cancel_scope.cancel()
+        return await self._cm.__aexit__(*exc)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # --- sessions -------------------------------------------------------------------
+    def connected_sites(self) -> list[str]:
+        peers = set(self.node.cell.peers)
+        return [s for s in self.sessions.clients if s in peers]
+
+    def _login(self, msg: Message) -> Message:
+        try:
+            origin = msg.origin or ""
+            if origin != site_part(origin):
+                raise AuthError(f"{origin!r} is not a site cell")
+            doc = P.loads(msg, "login")
+            session = self.sessions.login(origin)
+        except (AuthError, JobError) as exc:
+            return P.error_reply(CellReturnCode.AUTHENTICATION_ERROR, str(exc))
+        res = doc.get("resources") or {}
+        self.resources[origin] = {str(k): float(v) for k, v in res.items()}
+        self.refused = {j: s - {origin} for j, s in self.refused.items()}
+        log.info("site %s logged in (resources %s)", origin, self.resources[origin])
+        self.wake()
+        return P.ok_reply(session.to_dict())
+
+    def _server_msg(self, doc: dict[str, Any], job_id: str | None = None) -> Message:
+        return Message(cmi_headers(self.sessions.server_session(), job_id), P.dumps(doc))
+
+    # --- job admin ------------------------------------------------------------------
+    def _admin(self, fn: Any) -> Any:
+        async def serve(msg: Message) -> Message:
+            try:
+                doc = P.loads(msg, msg.topic or "request")
+                return P.ok_reply(await fn(doc, msg))
+            except CellnetError as exc:
+                reply = P.error_reply(CellReturnCode.INVALID_REQUEST, str(exc))
+                problems = getattr(exc, "problems", None)
+                reply.payload = P.dumps({"kind": type(exc).__name__, "problems": problems})
+                return reply
+        return serve
+
+    async def _submit(self, doc: dict[str, Any], msg: Message) -> dict[str, Any]:
+        content = doc.get("content")
+        if not isinstance(content, bytes):
+            raise JobValidationError("submit: 'content' (the job folder zip) is missing")
+        submitter = Submitter(name=msg.origin or "")
+        result = self.store.submit(content, submit_token=doc.get("submit_token"),
+                                   submitter=submitter,
+                                   job_folder_name=str(doc.get("folder_name") or ""))
+        self.wake()
+        return {"job_id": result.job_id, "created": result.created,
+                "warnings": list(result.warnings)}
+
+    async def _list(self, doc: dict[str, Any], msg: Message) -> dict[str, Any]:
+        return {"jobs": [{"job_id": j.job_id, "name": j.meta.get(JobMetaKey.JOB_NAME),
+                          "status": str(j.status)} for j in self.store.list_jobs()]}
+
+    async def _get(self, doc: dict[str, Any], msg: Message) -> dict[str, Any]:
+        job_id = str(doc.get("job_id"))
+        return {"meta": json.loads(json.dumps(self.store.get_meta(job_id), default=str)),
+                "results": self.store.get_results(job_id)}
+
+    async def _show_errors(self, doc: dict[str, Any], msg: Message) -> dict[str, Any]:
+        job_id = str(doc.get("job_id"))
+        self.store.get_meta(job_id)
+        return {"errors": self.errors.get(job_id, [])}
+
+    async def _abort(self, doc: dict[str, Any], msg: Message) -> dict[str, Any]:
+        job_id = str(doc.get("job_id"))
+        status = RunStatus(self.store.get_meta(job_id)[JobMetaKey.STATUS])
+        if status in _FINISHED:
+            raise JobError(f"job {job_id} has already ended ({status})")
+        reason = f"aborted by {msg.origin}"
+        if job_id in self.active:
+            await self.finish(job_id, S.FINISHED_ABORTED, reason)
+        else:
+            self.store.set_status(job_id, S.FINISHED_ABORTED, reason)
+        return {"status": str(self.store.get_meta(job_id)[JobMetaKey.STATUS])}
+
+    # --- reports from job cells and sites ---------------------------------------------
+    def _record_error(self, job_id: str, who: str, error: str) -> None:
+        self.errors.setdefault(job_id, []).append({"site": who, "error": error,
+                                                   "time": time.time()})
+
+    async def _report(self, msg: Message) -> Message:
+        doc = P.loads(msg, "job report")
+        job_id = str(doc.get("job_id") or msg.get_header(CMIHeader.HEADER_JOB_ID))
+        who = site_part(msg.origin or "")
+        if who != SERVER_CLIENT:
+            verdict = self.sessions.check(msg.headers)
+            if verdict is not None:
+                return P.error_reply(verdict.code, verdict.reason)
+        if msg.origin != f"{who}.{job_id}":
+            return P.error_reply(CellReturnCode.AUTHENTICATION_ERROR,
+                                 f"{msg.origin} is not a job cell of job {job_id}")
+        status = RunStatus(doc.get("status", S.FINISHED_EXECUTION_EXCEPTION))
+        if doc.get("error"):
+            self._record_error(job_id, who, str(doc["error"]))
+        if who == SERVER_CLIENT and status == S.FINISHED_COMPLETED:
+            self.store.save_results(job_id, _results_zip(doc.get("results")))
+        reason = "workflow completed" if status == S.FINISHED_COMPLETED else \
+            f"{who}: {doc.get('error') or status}"
+        self._spawn(self.finish, job_id, status, reason)
+        return P.ok_reply()
+
+    async def _exited(self, msg: Message) -> Message:
+        doc = P.loads(msg, "job exit")
+        site = site_part(msg.origin or "")
+        verdict = self.sessions.check(msg.headers)
+        if verdict is not None:
+            return P.error_reply(verdict.code, verdict.reason)
+        job_id, code = str(doc.get("job_id")), doc.get("returncode")
+        if code != 0 and not doc.get("aborted"):
+            self._process_died(job_id, site, code)
+        return P.ok_reply()
+
+    def _process_died(self, job_id: str, who: str, code: Any) -> None:
+        job = self.active.get(job_id)
+        if job is None or job.ending:
+            return
+        error = f"{who}: job process exited with status {code}"
+        self._record_error(job_id, who, error)
+        self._spawn(self.finish, job_id, S.FINISHED_ABNORMAL, error)
+
+    def _spawn(self, fn: Any, *args: Any) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(fn, *args)
+
+    # --- scheduling -----------------------------------------------------------------
+    async def _schedule_loop(self) -> None:
+        while True:
+            self.schedule_once()
+            with trio.move_on_after(self.poll_interval):
+                await self._wake.wait()
+            self._wake = trio.Event()
+
+    def schedule_once(self) -> None:
+        """One scheduling pass: start what can start, end what can never be scheduled."""
+        waiting = [j for j in self.store.list_jobs({S.SUBMITTED, S.APPROVED})
+                   if j.job_id not in self.active]
+        if not waiting:
+            return
+        running = [self.store.get_job(j) for j in self.active]
+        decisions = pick_jobs(waiting, self.connected_sites(), self.resources, running,
+                              time.time(), self.refused)
+        for d in decisions:
+            if d.action is Action.CAN_NOT_SCHEDULE:
+                self.store.set_status(d.job_id, S.FINISHED_CANT_SCHEDULE, d.reason)
+            else:
+                self.active[d.job_id] = _Active(d.job_id, list(d.sites))
+                self._spawn(self._start_job, d.job_id, d.reservations)
+
+    async def _start_job(self, job_id: str, reservations: dict[str, Any]) -> None:
+        state = self.active[job_id]
+        with trio.CancelScope() as scope:
+            state.scope = scope
+            try:
+                await self._dispatch(state, reservations)
+            except (CellnetError, OSError, trio.TooSlowError) as exc:
+                log.warning("job %s failed to start: %s", job_id, exc)
+                self._record_error(job_id, SERVER_CLIENT, f"failed to start: {exc}")
+                status = S.FAILED_TO_RUN
+                if RunStatus(self.store.get_meta(job_id)[JobMetaKey.STATUS]) == S.RUNNING:
+                    status = S.FINISHED_ABNORMAL
+                await self.finish(job_id, status, f"failed to start: {exc}")
+            finally:
+                state.scope = None
+
+    async def _dispatch(self, state: _Active, reservations: dict[str, Any]) -> None:
+        job_id, cell = state.job_id, self.node.cell
+        replies = {s: await cell.send_request(
+            s, P.RUNTIME_CHANNEL, P.RuntimeTopic.CHECK_RESOURCES,
+            self._server_msg({"job_id": job_id, "resources": reservations.get(s, {})}))
+            for s in state.sites}
+        refused = [s for s, r in replies.items()
+                   if r.return_code != "ok" or not P.loads(r, "check")["ok"]]
+        if refused:
+            self.refused.setdefault(job_id, set()).update(refused)
+            for s in state.sites:
+                await cell.send_request(s, P.RUNTIME_CHANNEL, P.RuntimeTopic.CANCEL_RESOURCES,
+                                        self._server_msg({"job_id": job_id}))
+            del self.active[job_id]
+            self.wake()
+            return
+        job = self.store.get_job(job_id)
+        self.store.record_schedule(job_id, state.sites)
+        self.store.set_status(job_id, S.DISPATCHED, f"deploying to {', '.join(state.sites)}")
+        server_app = job.app_for_site(SERVER_CLIENT)
+        if server_app is None:
+            raise JobError("the job deploys no app to the server (no workflow to run)")
+        with trio.fail_after(self.start_timeout):
+            async with trio.open_nursery() as nursery:
+                for site in state.sites:
+                    nursery.start_soon(self._deploy_to, job, site)
+        app_dir = self._unpack(job, server_app)
+        config = {"job_id": job_id, "role": "server", "app_dir": str(app_dir),
+                  "session": self.sessions.server_session().to_dict(),
+                  "tokens": self.sessions.checker(state.sites).tokens, "clients": state.sites}
+        path = self.root / job_id / "job_config.json"
+        path.write_text(json.dumps(config))
+        argv = [sys.executable, "-m", "cellnet.fl.runtime.job_cell", str(path)]
+        state.child = await self.node.start_child(job_id, argv, timeout=self.start_timeout)
+        self.store.set_status(job_id, S.RUNNING, "job cells started")
+        self._spawn(self._watch_server_cell, state)
+
+    async def _deploy_to(self, job: Any, site: str) -> None:
+        app = job.get_application(job.app_for_site(site))
+        doc = {"job_id": job.job_id, "app": app, "sha256": hashlib.sha256(app).hexdigest(),
+               "clients": self.active[job.job_id].sites}
+        reply = await self.node.cell.send_request(
+            site, P.RUNTIME_CHANNEL, P.RuntimeTopic.DEPLOY, self._server_msg(doc, job.job_id),
+            self.start_timeout)
+        if reply.return_code != "ok":
+            raise JobError(f"deploy to {site} failed: {reply.return_code}: {reply.error}")
+
+    def _unpack(self, job: Any, app_name: str) -> Path:
+        from cellnet.fl.job_folder import unzip_job
+
+        job_dir = self.root / job.job_id
+        job_dir.mkdir(parents=True, exist_ok=True)
+        dest = job_dir / "app"
+        if dest.exists():
+            import shutil
+
+            shutil.rmtree(dest)
+        return unzip_job(job.get_application(app_name), dest)
+
+    async def _watch_server_cell(self, state: _Active) -> None:
+        assert state.child is not None
+        code = await state.child.process.wait()
+        await trio.sleep(0.2)  # a report sent just before exiting is handled first
+        if code != 0:
+            self._process_died(state.job_id, SERVER_CLIENT, code)
+        elif not state.ending:
+            self._spawn(self.finish, state.job_id, S.FINISHED_ABNORMAL,
+                        "server job process ended without a report")
+
+    # --- ending ---------------------------------------------------------------------
+    async def finish(self, job_id: str, status: RunStatus, reason: str) -> None:
+        """End an active job with ``status`` and stop all its processes everywhere."""
+        state = self.active.get(job_id)
+        if state is None:
+            return
+        if state.ending:
+            await state.done.wait()
+            return
+        state.ending = True
+        if state.scope is not None:
+            state.scope.cancel()
+        current = RunStatus(self.store.get_meta(job_id)[JobMetaKey.STATUS])
+        if status not in LEGAL_TRANSITIONS[current] and S.RUNNING in LEGAL_TRANSITIONS[current] \
+                and status in LEGAL_TRANSITIONS[S.RUNNING]:
+            self.store.set_status(job_id, S.RUNNING, "job cells started")
+            current = S.RUNNING
+        if status in LEGAL_TRANSITIONS[current]:
+            self.store.set_status(job_id, status, reason)
+        elif current in (S.SUBMITTED, S.APPROVED) and status != S.FINISHED_ABORTED:
+            self.store.set_status(job_id, S.FINISHED_ABNORMAL, reason)
+        with trio.CancelScope(shield=True), trio.move_on_after(self.abort_timeout):
+            msg = self._server_msg({"job_id": job_id}, job_id)
+            await self.node.cell.broadcast_request(state.sites, P.RUNTIME_CHANNEL,
+                                                   P.RuntimeTopic.ABORT_JOB, msg,
+                                                   self.abort_timeout)
+            child = state.child or self.node.children.get(f"{SERVER_CLIENT}.{job_id}")
+            if child is not None and child.returncode is None:
+                child.process.terminate()
+                with trio.move_on_after(3):
+                    await child.process.wait()
+                if child.returncode is None:
+                    child.process.kill()
+        self.active.pop(job_id, None)
+        state.done.set()
+        self.wake()
+
+
+def _results_zip(results: Any) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("results.json", json.dumps(results, default=str))
+    return buf.getvalue()
