@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import trio
 from rt_helpers import federation, job_copy
 
 from cellnet.defs import JobMetaKey, ReturnCode, RunStatus
+from cellnet.errors import JobError, JobValidationError
 from cellnet.fl.job_store import STATUS_HISTORY
 
 pytestmark = pytest.mark.slow
@@ -35,6 +39,110 @@ async def test_hello_echo_runs_to_completed(kits, tmp_path):
             assert echo["site"] == site and echo["peer_job"] == sub["job_id"]
         assert results["unknown"] == ReturnCode.TASK_UNKNOWN
         assert [j["job_id"] for j in await fed.client.list_jobs()] == [sub["job_id"]]
-        assert fed.runner.active == {}
+        with trio.fail_after(10):  # the cleanup after the status change ends in bounded time
+            while fed.runner.active or any(s.jobs for s in fed.sites.values()):
+                await trio.sleep(0.02)
         for site in fed.sites.values():
-            assert site.jobs == {} and site.free() == {"slots": 1.0}
+            assert site.free() == {"slots": 1.0}
+
+
+SLOW_EXECUTOR = '''
+import os, time
+from cellnet.fl.runtime import Executor
+
+class Slow(Executor):
+    def __init__(self, mode="sleep"):
+        self.mode = mode
+
+    def execute(self, task_name, dxo, fl_ctx, abort_signal):
+        if self.mode == "crash":
+            os._exit(3)
+        time.sleep(60)
+'''
+CLIENT_CFG = ('{"executors": [{"tasks": ["echo"], '
+              '"executor": {"path": "slow.Slow", "args": {"mode": "%s"}}}]}')
+
+
+async def test_abort_while_running_stops_every_job_process(kits, tmp_path):
+    async with federation(kits, tmp_path) as fed:
+        job = job_copy(tmp_path, **{"app_client/custom/slow.py": SLOW_EXECUTOR,
+                                    "app_client/config/config_fed_client.json":
+                                        CLIENT_CFG % "sleep"})
+        sub = await fed.client.submit(job)
+        job_id = sub["job_id"]
+        await fed.client.wait_for_status(job_id, [F.RUNNING], timeout=30)
+        children = [s.node.children[f"{n}.{job_id}"] for n, s in fed.sites.items()]
+        children.append(fed.server.children[f"server.{job_id}"])
+        with trio.fail_after(10):  # bounded
+            assert await fed.client.abort(job_id) == F.FINISHED_ABORTED
+        assert all(c.returncode is not None for c in children)
+        meta = await fed.client.get_meta(job_id)
+        assert _history(meta) == [F.SUBMITTED, F.DISPATCHED, F.RUNNING, F.FINISHED_ABORTED]
+        with pytest.raises(JobError, match="already ended"):
+            await fed.client.abort(job_id)
+
+
+async def test_abort_while_starting(kits, tmp_path):
+    async with federation(kits, tmp_path) as fed:
+        sub = await fed.client.submit(job_copy(tmp_path))
+        job_id = sub["job_id"]
+        with trio.fail_after(10):
+            while RunStatus((await fed.client.get_meta(job_id))["status"]) == F.SUBMITTED:
+                await trio.sleep(0.005)
+            status = await fed.client.abort(job_id)
+        assert status == F.FINISHED_ABORTED
+        assert fed.runner.active == {}
+        for name, site in fed.sites.items():
+            child = site.node.children.get(f"{name}.{job_id}")
+            assert child is None or child.returncode is not None
+
+
+async def test_site_process_crash_ends_job_abnormal_and_parents_live_on(kits, tmp_path):
+    async with federation(kits, tmp_path) as fed:
+        job = job_copy(tmp_path, **{"app_client/custom/slow.py": SLOW_EXECUTOR,
+                                    "app_client/config/config_fed_client.json":
+                                        CLIENT_CFG % "crash"})
+        job_id = (await fed.client.submit(job))["job_id"]
+        meta = await fed.client.wait_for_status(job_id, ENDED, timeout=30)
+        assert meta["status"] == F.FINISHED_ABNORMAL
+        assert "exited with status 3" in meta["status_reason"]
+        errors = await fed.client.show_errors(job_id)
+        assert any("exited with status 3" in e["error"] for e in errors)
+        # the parents still serve: the next job completes
+        ok = (await fed.client.submit(job_copy(tmp_path, "job2")))["job_id"]
+        meta = await fed.client.wait_for_status(ok, ENDED, timeout=30)
+        assert meta["status"] == F.FINISHED_COMPLETED
+
+
+async def test_workflow_exception_is_recorded_with_its_traceback(kits, tmp_path):
+    bad = "from cellnet.fl.runtime import Controller\n" \
+          "class EchoWorkflow(Controller):\n" \
+          "    def __init__(self, **kw): pass\n" \
+          "    async def control_flow(self, fl_ctx):\n" \
+          "        raise RuntimeError('workflow broke')\n"
+    async with federation(kits, tmp_path) as fed:
+        job = job_copy(tmp_path, **{"app_server/custom/echo_workflow.py": bad})
+        job_id = (await fed.client.submit(job))["job_id"]
+        meta = await fed.client.wait_for_status(job_id, ENDED, timeout=30)
+        assert meta["status"] == F.FINISHED_EXECUTION_EXCEPTION
+        errors = await fed.client.show_errors(job_id)
+        assert "Traceback" in errors[0]["error"] and "workflow broke" in errors[0]["error"]
+        assert "workflow broke" in meta["status_reason"]
+
+
+async def test_invalid_job_refused_and_unschedulable_job_ends(kits, tmp_path):
+    async with federation(kits, tmp_path, slots=1.0) as fed:
+        bad = job_copy(tmp_path, "bad", **{"meta.json": '{"name": "x", "deploy_map": {'})
+        with pytest.raises(JobValidationError) as info:
+            await fed.client.submit(bad)
+        assert any("line" in p for p in info.value.problems)
+        assert await fed.client.list_jobs() == []
+        big = job_copy(tmp_path, "big", **{"meta.json": json.dumps({
+            "name": "big", "deploy_map": {"app_server": ["server"],
+                                          "app_client": ["site-1", "site-2"]},
+            "min_clients": 2, "resource_spec": {"site-1": {"slots": 5}},
+            "schedule_timeout": 0.3})})
+        job_id = (await fed.client.submit(big))["job_id"]
+        meta = await fed.client.wait_for_status(job_id, ENDED, timeout=10)
+        assert meta["status"] == F.FINISHED_CANT_SCHEDULE
+        assert "slots" in meta["status_reason"]
