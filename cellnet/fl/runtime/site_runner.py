@@ -73,6 +73,7 @@ class SiteRunner:
         self.start_timeout = start_timeout
         self.session: Session | None = None
         self.jobs: dict[str, _SiteJob] = {}
+        self._aborted: set[str] = set()  # a deploy arriving after its abort is refused
         self._nursery: trio.Nursery | None = None
         self._cm: Any = None
 
@@ -155,6 +156,8 @@ class SiteRunner:
         job_id, app = str(doc["job_id"]), bytes(doc["app"])
         if hashlib.sha256(app).hexdigest() != doc["sha256"]:
             raise JobError(f"job {job_id}: app content fails its SHA-256 check")
+        if job_id in self._aborted:
+            raise JobError(f"job {job_id} was aborted on {self.name}")
         job = self.jobs.setdefault(job_id, _SiteJob(job_id))
         if job.child is not None or job.scope is not None:
             raise JobError(f"job {job_id} is already deployed on {self.name}")
@@ -215,6 +218,7 @@ class SiteRunner:
             await child.process.wait()
 
     async def _abort(self, doc: dict[str, Any]) -> Message:
+        self._aborted.add(str(doc["job_id"]))
         job = self.jobs.get(str(doc["job_id"]))
         if job is None:
             return P.ok_reply({"running": False})
