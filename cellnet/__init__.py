@@ -99,6 +99,12 @@ _LAZY_NAMES = {
     "StreamSender": "cellnet.stream",
     "StreamReceiver": "cellnet.stream",
     "StreamMux": "cellnet.stream",
+    "ServerRunner": "cellnet.fl.runtime",
+    "SiteRunner": "cellnet.fl.runtime",
+    "JobClient": "cellnet.fl.runtime",
+    "Controller": "cellnet.fl.runtime",
+    "Executor": "cellnet.fl.runtime",
+    "FLContext": "cellnet.fl.runtime",
 }
 
 

@@ -29,7 +29,7 @@ LAZY = {
     "connect_in_process", "link", "open_link_stream", "provision", "security", "serve_links",
     "transport", "fl", "Job", "JobStore", "load_job_folder", "zip_job_folder", "pick_jobs",
     "node", "CellNode", "workspace", "Workspace", "stream", "StreamSender", "StreamReceiver",
-    "StreamMux",
+    "StreamMux", "ServerRunner", "SiteRunner", "JobClient", "Controller", "Executor", "FLContext",
 }
 
 
