@@ -50,6 +50,8 @@ from cellnet.fl.job_folder import load_job_archive
 
 STATUS_HISTORY = "status_history"
 STATUS_REASON = "status_reason"
+#: Meta key of the errors recorded for ``show_errors`` (a list of {site, error, time}).
+ERRORS = "errors"
 SUBMIT_TOKEN = "submit_token"
 CONTENT_HASH = "job_content_hash"
 SCHEMA_VERSION = 1
@@ -76,7 +78,8 @@ _SYSTEM_KEYS = frozenset(
         JobMetaKey.LAST_SCHEDULE_TIME, JobMetaKey.START_TIME, JobMetaKey.DURATION,
         JobMetaKey.CLONED_FROM, JobMetaKey.RESULT_LOCATION, JobMetaKey.CONTENT_LOCATION,
         JobMetaKey.JOB_CLIENTS, JobMetaKey.JOB_DEPLOY_DETAIL, JobMetaKey.APPROVALS,
-        JobMetaKey.JOB_FOLDER_NAME, STATUS_HISTORY, STATUS_REASON, SUBMIT_TOKEN, CONTENT_HASH,
+        JobMetaKey.JOB_FOLDER_NAME, STATUS_HISTORY, STATUS_REASON, ERRORS, SUBMIT_TOKEN,
+        CONTENT_HASH,
     )
 )  # fmt: skip
 _JOB_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -351,6 +354,19 @@ class JobStore:
             meta[JobMetaKey.DURATION] = now - meta[JobMetaKey.START_TIME]
         self._put_meta(meta)
         return meta
+
+    def record_error(self, job_id: str, site: str, error: str) -> dict[str, Any]:
+        """Append an error (who, text, time) to the job's meta for ``show_errors``; durable."""
+        meta = self.get_meta(job_id)
+        now = self._clock()
+        meta.setdefault(ERRORS, []).append({"site": site, "error": error, "time": now,
+                                            "time_iso": _iso(now)})
+        self._put_meta(meta)
+        return meta
+
+    def get_errors(self, job_id: str) -> list[dict[str, Any]]:
+        """The errors recorded for a job, oldest first."""
+        return list(self.get_meta(job_id).get(ERRORS, []))
 
     def record_schedule(self, job_id: str, sites: Collection[str] = ()) -> dict[str, Any]:
         """Count a scheduling attempt (time and chosen sites) in the job's meta."""

@@ -228,3 +228,17 @@ def test_submit_record_fields(store, content):
     assert record[SubmitRecordKey.SUBMIT_TOKEN] == "tok"
     assert record[SubmitRecordKey.SUBMITTER_NAME] == "alice@org.com"
     assert len(record[SubmitRecordKey.JOB_CONTENT_HASH]) == 64
+
+
+def test_errors_are_recorded_durably_and_not_settable_by_a_submit(tmp_path, store, content):
+    from cellnet.fl.job_store import ERRORS
+
+    job_id = store.submit(content).job_id
+    store.record_error(job_id, "site-1", "Traceback ...\nValueError: boom")
+    again = JobStore(tmp_path / "ws")  # a restarted server reads it back
+    errors = again.get_errors(job_id)
+    assert [(e["site"], e["error"].splitlines()[-1]) for e in errors] == [
+        ("site-1", "ValueError: boom")]
+    assert "time_iso" in errors[0] and ERRORS in again.get_meta(job_id)
+    forged = zip_job_folder(make_job_folder(tmp_path / "f", default_meta(errors=["x"])))
+    assert ERRORS not in store.get_meta(store.submit(forged).job_id)

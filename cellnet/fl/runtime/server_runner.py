@@ -76,13 +76,16 @@ class ServerRunner:
         self.poll_interval, self.start_timeout = poll_interval, start_timeout
         self.abort_timeout = abort_timeout
         self.active: dict[str, _Active] = {}
-        self.errors: dict[str, list[dict[str, Any]]] = {}
         self.refused: dict[str, set[str]] = {}
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._cm: Any = None
 
     async def __aenter__(self) -> ServerRunner:
+        report = self.store.recover()  # jobs RUNNING when the server died end ABNORMAL
+        if report.abnormal:
+            log.warning("jobs that were running when the server stopped: %s",
+                        ", ".join(report.abnormal))
         self._cm = trio.open_nursery()
         self._nursery = await self._cm.__aenter__()
         cell = self.node.cell
@@ -168,7 +171,7 @@ class ServerRunner:
     async def _show_errors(self, doc: dict[str, Any], msg: Message) -> dict[str, Any]:
         job_id = str(doc.get("job_id"))
         self.store.get_meta(job_id)
-        return {"errors": self.errors.get(job_id, [])}
+        return {"errors": self.store.get_errors(job_id)}
 
     async def _abort(self, doc: dict[str, Any], msg: Message) -> dict[str, Any]:
         job_id = str(doc.get("job_id"))
@@ -184,8 +187,7 @@ class ServerRunner:
 
     # --- reports from job cells and sites ---------------------------------------------
     def _record_error(self, job_id: str, who: str, error: str) -> None:
-        self.errors.setdefault(job_id, []).append({"site": who, "error": error,
-                                                   "time": time.time()})
+        self.store.record_error(job_id, who, error)
 
     async def _report(self, msg: Message) -> Message:
         doc = P.loads(msg, "job report")
