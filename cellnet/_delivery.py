@@ -73,6 +73,7 @@ class Delivery:
     _fnf_queue: int
     _fnf_ready: trio.lowlevel.ParkingLot
     _fnf_space: trio.lowlevel.ParkingLot
+    _serving: int
 
     # ----------------------------------------------------------------- bulk
     async def _bulk_add(self, hop: str, msg: Message) -> None:
@@ -240,8 +241,11 @@ class Delivery:
         self._stats.message_out(reply.headers.get(_CHANNEL), payload_nbytes(reply.payload))
         return True
 
-    async def _reply(self, reply: Message, segments: list | None = None) -> None:
-        """Send a reply toward its destination; ``segments``: it already encoded, if it is."""
+    async def _reply(
+        self, reply: Message, segments: list | None = None, *, urgent: bool = False
+    ) -> None:
+        """Send a reply toward its destination; ``segments``: it already encoded, if it is;
+        ``urgent``: write it at once if its link is idle."""
         if segments is None:
             reply.headers[_HOP_COUNT] = 0
         dest = reply.destination
@@ -249,7 +253,7 @@ class Delivery:
             hop = self._hop(dest) if isinstance(dest, str) else None
             if hop is None:
                 raise RouteError(f"{self.fqcn} has no route to {dest}")
-            await self._send_via(hop, reply, self.send_timeout, segments)
+            await self._send_via(hop, reply, self.send_timeout, segments, urgent=urgent)
         except (CellnetError, FQCNError) as exc:
             log.warning("reply to %s not sent: %s", dest, exc)
             self._stats.error("reply_lost")
@@ -291,14 +295,20 @@ class Delivery:
     async def _serve(self, request: Message) -> None:
         handler = self._handlers.get((request.channel, request.topic))  # type: ignore[arg-type]
         segments = None
-        if handler is None:
-            reply = self._no_handler(request)
-        else:
-            try:
-                reply, segments = self._checked_reply(request, await self._call(handler, request))
-            except Exception as exc:
-                reply = self._failed(request, exc)
-        await self._reply(reply, segments)
+        self._serving += 1
+        try:
+            if handler is None:
+                reply = self._no_handler(request)
+            else:
+                try:
+                    result = await self._call(handler, request)
+                    reply, segments = self._checked_reply(request, result)
+                except Exception as exc:
+                    reply = self._failed(request, exc)
+        finally:
+            self._serving -= 1
+        # the only request in service: its reply goes out now; many: the writer coalesces
+        await self._reply(reply, segments, urgent=self._serving == 0)
 
     def _run_fnf_sync(self, handler: Any, msg: Message) -> None:
         try:

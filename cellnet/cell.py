@@ -146,6 +146,7 @@ class Cell(Delivery):
         self._requests = RequestTable(max_pending)
         self._stats = StatsRecorder()
         self._bulk: dict[str, _Batch] = {}
+        self._serving = 0  # requests being served by handler tasks
         self._nursery: trio.Nursery | None = None
         self._nursery_cm: Any = None
 
@@ -292,11 +293,19 @@ class Cell(Delivery):
         return Message._from_wire(headers, payload)
 
     async def _send_via(
-        self, hop: str, msg: Message, timeout: float | None, segments: list | None = None
+        self,
+        hop: str,
+        msg: Message,
+        timeout: float | None,
+        segments: list | None = None,
+        *,
+        urgent: bool = False,
     ) -> None:
         """Send ``msg`` over the link to ``hop`` (or deliver it here when ``hop`` is me).
 
-        ``segments``: ``msg`` already encoded, if it is."""
+        ``segments``: ``msg`` already encoded, if it is.  ``urgent``: a lone
+        latency-sensitive frame, written at once if the link is idle (see
+        :meth:`Link.write_now`); others go through the link's coalescing writer."""
         if hop == self.fqcn:
             await self._accept(msg)
             return
@@ -305,7 +314,8 @@ class Cell(Delivery):
             raise LinkClosedError(f"no link to {hop}")
         if segments is None:
             segments = encode_message(msg, limits=self._limits)
-        await link.send(segments, timeout=timeout)
+        if not (urgent and link.write_now(segments)):
+            await link.send(segments, timeout=timeout)
         self._stats.message_out(msg.channel, payload_nbytes(msg.payload))
 
     async def send_request(
@@ -341,8 +351,8 @@ class Cell(Delivery):
                     request, _COMM, Reason.NO_ROUTE, f"{self.fqcn} has no route to {target}"
                 )
             with trio.move_on_after(timeout):
-                try:
-                    await self._send_via(hop, request, None)
+                try:  # alone in flight: write it now, else let the writer coalesce
+                    await self._send_via(hop, request, None, urgent=len(self._requests) == 1)
                 except LinkClosedError as exc:
                     pending.complete(error_reply(request, _COMM, Reason.LINK_CLOSED, str(exc)))
                 await event.wait()

@@ -42,6 +42,7 @@ close_notify (mid-record or not), is ``trio.BrokenResourceError``; use after
 from __future__ import annotations
 
 import errno
+import socket
 import ssl
 from collections.abc import Iterable
 from typing import Any
@@ -131,6 +132,10 @@ class TLSStream(trio.abc.Stream):
         )
         sock = transport_stream.socket if isinstance(transport_stream, trio.SocketStream) else None
         self._sock = sock
+        # the stdlib socket under trio's (non-blocking): tried synchronously first, so an
+        # uncontended send or receive costs one checkpoint, not a lock's plus a socket's
+        raw = getattr(sock, "_sock", None)
+        self._raw = raw if isinstance(raw, socket.socket) else None
         self._rbuf = bytearray(read_size) if sock is not None else None
         self._read_size = read_size
         self._write_size = write_size
@@ -180,24 +185,59 @@ class TLSStream(trio.abc.Stream):
 
     async def _flush(self) -> None:
         """Write everything in the outgoing BIO (and any leftover) to the transport."""
+        if self._raw is not None:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            try:
+                self._send_lock.acquire_nowait()
+            except trio.WouldBlock:
+                pass
+            else:
+                try:
+                    if not self._write_out():
+                        await self._flush_waiting()
+                        return
+                finally:
+                    self._send_lock.release()
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return
         async with self._send_lock:
             if self._sock is None:
                 await self._flush_stream()
                 return
-            send = self._sock.send
-            while True:
-                if not self._unsent:
-                    if not self._outgoing.pending:
-                        return
-                    self._unsent = memoryview(self._outgoing.read())
-                try:
-                    sent = await send(self._unsent)
-                except OSError as exc:
-                    raise self._transport_error(exc) from exc
-                except trio.ClosedResourceError:
-                    self._check()
-                    raise
-                self._unsent = self._unsent[sent:]
+            await self._flush_waiting()
+
+    def _write_out(self) -> bool:
+        """Write outgoing ciphertext while the socket takes it (send lock held); True: all out."""
+        send = self._raw.send  # type: ignore[union-attr]
+        while True:
+            if not self._unsent:
+                if not self._outgoing.pending:
+                    return True
+                self._unsent = memoryview(self._outgoing.read())
+            try:
+                sent = send(self._unsent)
+            except BlockingIOError:
+                return False
+            except OSError as exc:
+                raise self._transport_error(exc) from exc
+            self._unsent = self._unsent[sent:]
+
+    async def _flush_waiting(self) -> None:
+        """Write all outgoing ciphertext, waiting for the socket as needed (send lock held)."""
+        send = self._sock.send  # type: ignore[union-attr]
+        while True:
+            if not self._unsent:
+                if not self._outgoing.pending:
+                    return
+                self._unsent = memoryview(self._outgoing.read())
+            try:
+                sent = await send(self._unsent)
+            except OSError as exc:
+                raise self._transport_error(exc) from exc
+            except trio.ClosedResourceError:
+                self._check()
+                raise
+            self._unsent = self._unsent[sent:]
 
     async def _flush_stream(self) -> None:
         while self._outgoing.pending:
@@ -212,7 +252,24 @@ class TLSStream(trio.abc.Stream):
                 raise
 
     async def _read_transport(self) -> None:
-        """Read one chunk of ciphertext into the incoming BIO (EOF -> ``write_eof``)."""
+        """Read one chunk of ciphertext into the incoming BIO (EOF -> ``write_eof``).
+
+        Exactly one checkpoint: the wait for the socket, or one after a read
+        that found bytes at once."""
+        if self._raw is not None:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            try:
+                self._recv_lock.acquire_nowait()
+            except trio.WouldBlock:
+                pass
+            else:
+                try:
+                    waited = await self._read_raw()
+                finally:
+                    self._recv_lock.release()
+                if not waited:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                return
         seen = self._reads
         async with self._recv_lock:
             if seen != self._reads or self._incoming.eof:  # someone read while we waited
@@ -243,6 +300,34 @@ class TLSStream(trio.abc.Stream):
             if not n:
                 self._incoming.write_eof()
             self._reads += 1
+
+    async def _read_raw(self) -> bool:
+        """One read from the stdlib socket, waiting if it has nothing (receive lock held).
+
+        True if it waited (that wait was the checkpoint)."""
+        raw, buf = self._raw, self._rbuf
+        assert raw is not None and buf is not None
+        waited = False
+        while True:
+            try:
+                n = raw.recv_into(buf)
+                break
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise self._transport_error(exc) from exc
+            try:
+                await trio.lowlevel.wait_readable(raw)
+            except trio.ClosedResourceError:
+                self._check()
+                raise
+            waited = True
+        if n:
+            self._incoming.write(memoryview(buf)[:n])
+        else:
+            self._incoming.write_eof()
+        self._reads += 1
+        return waited
 
     # ---- handshake -----------------------------------------------------
 
@@ -389,7 +474,7 @@ class TLSStream(trio.abc.Stream):
             self._check()
             await self._ensure_handshake()
             if not any(len(v) for v in views):
-                await trio.lowlevel.checkpoint()
+                await self._flush()  # writes what an earlier send_segments_nowait left over
                 return
             step, flush_at, write = self._write_size, self._flush_size, self._ssl.write
             for view in views:
@@ -408,6 +493,37 @@ class TLSStream(trio.abc.Stream):
                     if self._outgoing.pending >= flush_at:
                         await self._flush()
             await self._flush()
+
+    def send_segments_nowait(self, segments: Iterable[Any]) -> bool:
+        """Encrypt ``segments`` and write them to the socket now, without waiting or yielding.
+
+        For a small frame on an idle link, this saves the writer task's hop.
+        Raises ``trio.WouldBlock``, having changed nothing, unless the stream
+        runs over a trio socket, is handshaken, and no other send is in progress
+        or unfinished.  True: the socket took everything; False: ciphertext is
+        left over and the next send (``send_all(b"")`` will do) writes it first.
+        Not a checkpoint -- the caller must reach one itself.
+        """
+        if (self._raw is None or not self._handshook or self._unsent
+                or self._outgoing.pending or self._send_lock.locked()):
+            raise trio.WouldBlock
+        views = [_byte_view(seg, "segment") for seg in segments]
+        with self._send_conflict:
+            self._check()
+            self._send_lock.acquire_nowait()
+            try:
+                step, write = self._write_size, self._ssl.write
+                for view in views:
+                    off, size = 0, len(view)
+                    while off < size:
+                        try:
+                            off += write(view[off : off + step])
+                        except ssl.SSLError as exc:  # incl. SSLWantReadError: no renegotiation in 1.3
+                            self._break()
+                            raise trio.BrokenResourceError(f"TLS stream failed: {exc}") from exc
+                return self._write_out()
+            finally:
+                self._send_lock.release()
 
     async def wait_send_all_might_not_block(self) -> None:
         with self._send_conflict:
