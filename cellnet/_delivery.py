@@ -47,12 +47,24 @@ _FNF = MessageType.FIRE_AND_FORGET.value
 
 
 class _Batch:
-    __slots__ = ("msgs", "nbytes", "traffic")
+    """Bulk messages waiting for one next hop, with their traffic counts for the stats."""
 
-    def __init__(self) -> None:
+    __slots__ = ("channel", "count", "msgs", "nbytes", "other", "size")
+
+    def __init__(self, channel: Any) -> None:
         self.msgs: list[Message] = []
-        self.nbytes = 0
-        self.traffic: dict[Any, list[int]] = {}  # channel -> [messages, payload bytes]
+        self.nbytes = 0  # estimated frame bytes (flush threshold)
+        self.channel = channel  # the first message's channel: counted without a dict
+        self.count = 0
+        self.size = 0
+        self.other: dict[Any, list[int]] | None = None  # other channel -> [messages, bytes]
+
+    def traffic(self) -> list[tuple[Any, int, int]]:
+        """``(channel, messages, payload bytes)`` of everything in the batch."""
+        rows = [(self.channel, self.count, self.size)]
+        if self.other:
+            rows.extend((ch, n, size) for ch, (n, size) in self.other.items())
+        return rows
 
 
 class Delivery:
@@ -77,21 +89,26 @@ class Delivery:
 
     # ----------------------------------------------------------------- bulk
     async def _bulk_add(self, hop: str, msg: Message) -> None:
+        channel = msg.headers.get(_CHANNEL)
         batch = self._bulk.get(hop)
         if batch is None:
-            batch = self._bulk[hop] = _Batch()
+            batch = self._bulk[hop] = _Batch(channel)
             self._running().start_soon(self._flush_later, hop, batch)
-        batch.msgs.append(msg)
-        size = payload_nbytes(msg.payload)
+        msgs = batch.msgs
+        msgs.append(msg)
+        payload = msg.payload
+        size = len(payload) if type(payload) is bytes else payload_nbytes(payload)
         batch.nbytes += size + _BATCH_ITEM_OVERHEAD
-        channel = msg.headers.get(_CHANNEL)
-        row = batch.traffic.get(channel)
-        if row is None:
-            batch.traffic[channel] = [1, size]
+        if channel == batch.channel:
+            batch.count += 1
+            batch.size += size
         else:
+            other = batch.other if batch.other is not None else {}
+            batch.other = other
+            row = other.setdefault(channel, [0, 0])
             row[0] += 1
             row[1] += size
-        if batch.nbytes >= self.bulk_max_bytes or len(batch.msgs) >= self._limits.max_batch_count:
+        if batch.nbytes >= self.bulk_max_bytes or len(msgs) >= self._limits.max_batch_count:
             await self._flush(hop)  # the sender pays for the flush: backpressure
 
     async def _flush_later(self, hop: str, batch: _Batch) -> None:
@@ -114,7 +131,7 @@ class Delivery:
             log.warning("bulk send of %d messages to %s failed: %s", len(batch.msgs), hop, exc)
             self._stats.errors["bulk_dropped"] += len(batch.msgs)
             return
-        for channel, (count, size) in batch.traffic.items():
+        for channel, count, size in batch.traffic():
             self._stats.messages_out(channel, count, size)
 
     # ----------------------------------------------------------------- receiving
@@ -127,12 +144,24 @@ class Delivery:
             else:
                 await self._relay(headers, frame, None)
         elif frame.type is FrameType.BATCH:
-            me = self.fqcn
+            me, handlers, fnf, stats = self.fqcn, self._handlers, self._fnf, self._stats
             for msg in decode_batch(frame):
-                if msg.headers.get(_DESTINATION) == me:
-                    await self._accept(msg)
-                else:
-                    await self._relay(msg.headers, None, msg)
+                headers = msg.headers
+                if headers.get(_DESTINATION) != me:
+                    await self._relay(headers, None, msg)
+                    continue
+                if headers.get(_MSG_TYPE) == _FNF and not fnf:  # _accept's fast path, inlined
+                    channel = headers.get(_CHANNEL)
+                    handler = handlers.get((channel, headers.get(_TOPIC)))
+                    if handler is not None and not (handler.is_async or handler.blocking):
+                        payload = msg.payload
+                        stats.message_in(
+                            channel, len(payload) if type(payload) is bytes
+                            else payload_nbytes(payload)
+                        )
+                        self._run_fnf_sync(handler, msg)
+                        continue
+                await self._accept(msg)
         else:
             raise RemoteProtocolError(f"unexpected {frame.type.name} frame on a cell link")
 

@@ -68,6 +68,7 @@ _COMM = CellReturnCode.COMM_ERROR.value
 _CHANNEL, _TOPIC, _MSG_TYPE = K.CHANNEL.value, K.TOPIC.value, K.MSG_TYPE.value
 _ORIGIN, _DESTINATION, _HOP_COUNT = K.ORIGIN.value, K.DESTINATION.value, K.HOP_COUNT.value
 _OPTIONAL, _REQ_ID = K.OPTIONAL.value, K.REQ_ID.value
+_REQUEST, _FNF = MessageType.REQUEST.value, MessageType.FIRE_AND_FORGET.value
 _UNKNOWN = object()
 _MAX_ROUTES = 4096
 
@@ -266,8 +267,11 @@ class Cell(Delivery):
         return hop  # type: ignore[return-value]
 
     def _stamp(
-        self, kind: MessageType, target: str, channel: str, topic: str, msg: Any, optional: bool
+        self, kind: str, target: str, channel: str, topic: str, msg: Any, optional: bool
     ) -> Message:
+        """A message to send: the caller's headers and payload plus the routing headers.
+
+        ``kind`` is a ``MessageType`` value (a plain str: cheaper to set)."""
         if type(channel) is not str or not channel:
             _name(channel, "channel")
         if type(topic) is not str or not topic:
@@ -284,7 +288,7 @@ class Cell(Delivery):
             payload = base.payload
         headers[_CHANNEL] = channel
         headers[_TOPIC] = topic
-        headers[_MSG_TYPE] = kind.value
+        headers[_MSG_TYPE] = kind
         headers[_ORIGIN] = self.fqcn
         headers[_DESTINATION] = target
         headers[_HOP_COUNT] = 0
@@ -340,7 +344,7 @@ class Cell(Delivery):
         if not isinstance(timeout, int | float) or not timeout > 0 or math.isnan(timeout):
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         self._running()
-        request = self._stamp(MessageType.REQUEST, target, channel, topic, msg, optional)
+        request = self._stamp(_REQUEST, target, channel, topic, msg, optional)
         hop = self._hop(target)
         event = trio.Event()
         pending = self._requests.add(target, hop, trio.current_time(), event.set)
@@ -430,11 +434,15 @@ class Cell(Delivery):
         out together as one BATCH frame, in order.  With ``optional``
         unroutable targets are skipped silently.
         """
-        names = _targets(targets)
-        self._running()
+        if type(targets) is str and targets in self._routes:  # a known, hence valid, target
+            names: Iterable[str] = (targets,)
+        else:
+            names = _targets(targets)
+        if self._nursery is None:
+            self._running()
         status: dict[str, str] = {}
         for target in names:
-            out = self._stamp(MessageType.FIRE_AND_FORGET, target, channel, topic, msg, optional)
+            out = self._stamp(_FNF, target, channel, topic, msg, optional)
             hop = self._hop(target)
             if hop is None:
                 if not optional:

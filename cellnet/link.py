@@ -193,7 +193,7 @@ class Link:
         return True
 
     def _write_queued_now(self) -> None:
-        """Write what is queued synchronously when the writer is idle (replies made by the reader)."""
+        """Write what is queued at once if the writer is idle (replies made by the reader)."""
         if self._write_nowait is None or self._writing or self._leftover or self._closed:
             return
         if not self._queue or self._queued >= self.config.coalesce_below:

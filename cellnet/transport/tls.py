@@ -518,7 +518,7 @@ class TLSStream(trio.abc.Stream):
                     while off < size:
                         try:
                             off += write(view[off : off + step])
-                        except ssl.SSLError as exc:  # incl. SSLWantReadError: no renegotiation in 1.3
+                        except ssl.SSLError as exc:  # incl. WantRead: TLS 1.3 never renegotiates
                             self._break()
                             raise trio.BrokenResourceError(f"TLS stream failed: {exc}") from exc
                 return self._write_out()
