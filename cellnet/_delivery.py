@@ -67,6 +67,20 @@ class _Batch:
         return rows
 
 
+class _Slot:
+    """An idle server task and the request handed to it."""
+
+    __slots__ = ("msg", "task")
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+        self.msg: Message | None = None
+
+
+#: Idle server tasks a cell keeps parked for the next requests (others exit).
+_MAX_IDLE = 64
+
+
 class Delivery:
     """Mixin: what a cell does with messages after routing picked a hop (see module doc)."""
 
@@ -86,6 +100,7 @@ class Delivery:
     _fnf_ready: trio.lowlevel.ParkingLot
     _fnf_space: trio.lowlevel.ParkingLot
     _serving: int
+    _idle_servers: list[_Slot]
 
     # ----------------------------------------------------------------- bulk
     async def _bulk_add(self, hop: str, msg: Message) -> None:
@@ -191,7 +206,7 @@ class Delivery:
                 if not self._reply_nowait(reply, segments):
                     self._running().start_soon(self._reply, reply, segments)
             else:
-                self._running().start_soon(self._serve, msg)
+                self._dispatch(msg)
         elif kind == _FNF:
             queue = self._fnf
             if not queue:
@@ -338,6 +353,35 @@ class Delivery:
             self._serving -= 1
         # the only request in service: its reply goes out now; many: the writer coalesces
         await self._reply(reply, segments, urgent=self._serving == 0)
+
+    # ----------------------------------------------------------------- server tasks
+    def _dispatch(self, request: Message) -> None:
+        """Serve ``request`` in a task of its own: a parked server task if one is idle (waking
+        one is cheaper than starting one), else a new one.  Never waits."""
+        idle = self._idle_servers
+        if idle:
+            slot = idle.pop()
+            slot.msg = request
+            trio.lowlevel.reschedule(slot.task)
+        else:
+            self._running().start_soon(self._server, request)
+
+    async def _server(self, request: Message) -> None:
+        """Serve requests one after another; park between them, up to ``_MAX_IDLE`` tasks."""
+        idle = self._idle_servers
+        slot = _Slot(trio.lowlevel.current_task())
+        while True:
+            await self._serve(request)
+            if len(idle) >= _MAX_IDLE:
+                return
+            idle.append(slot)
+
+            def abort(_: Any) -> trio.lowlevel.Abort:
+                idle.remove(slot)
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            await trio.lowlevel.wait_task_rescheduled(abort)
+            request, slot.msg = slot.msg, None  # type: ignore[assignment]
 
     def _run_fnf_sync(self, handler: Any, msg: Message) -> None:
         try:

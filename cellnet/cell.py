@@ -148,6 +148,7 @@ class Cell(Delivery):
         self._stats = StatsRecorder()
         self._bulk: dict[str, _Batch] = {}
         self._serving = 0  # requests being served by handler tasks
+        self._idle_servers: list = []  # parked server tasks (see Delivery._dispatch)
         self._nursery: trio.Nursery | None = None
         self._nursery_cm: Any = None
 
