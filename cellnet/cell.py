@@ -341,10 +341,13 @@ class Cell(Delivery):
         (no handler; ``REASON`` header ``TOPIC_UNKNOWN``) or
         ``process_exception`` (the handler raised).
         """
-        target = _fqcn.validate(target)
-        if not isinstance(timeout, int | float) or not timeout > 0 or math.isnan(timeout):
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        self._running()
+        if type(target) is not str or target not in self._routes:  # cached: validated before
+            target = _fqcn.validate(target)
+        if type(timeout) is not float or not timeout > 0:  # (fast path for the usual float)
+            if not isinstance(timeout, int | float) or not timeout > 0 or math.isnan(timeout):
+                raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if self._nursery is None:
+            self._running()
         request = self._stamp(_REQUEST, target, channel, topic, msg, optional)
         hop = self._hop(target)
         event = trio.Event()

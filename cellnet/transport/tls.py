@@ -383,6 +383,7 @@ class TLSStream(trio.abc.Stream):
             exc, self._pending_exc = self._pending_exc, None
             raise exc
         n, total, read = 0, len(view), self._ssl.read
+        incoming, pending = self._incoming, self._ssl.pending
         try:
             while n < total:
                 got = read(total - n, view[n:])
@@ -390,6 +391,8 @@ class TLSStream(trio.abc.Stream):
                     self._eof = True
                     break
                 n += got
+                if not incoming.pending and not pending():
+                    break  # all taken: spare the read that would raise SSLWantReadError
         except ssl.SSLWantReadError:
             pass
         except ssl.SSLZeroReturnError:
