@@ -475,6 +475,7 @@ class TLSStream(trio.abc.Stream):
         views = [_byte_view(seg, "segment") for seg in segments]
         with self._send_conflict:
             self._check()
+            await trio.lowlevel.checkpoint_if_cancelled()  # cancelled: nothing is encrypted
             await self._ensure_handshake()
             if not any(len(v) for v in views):
                 await self._flush()  # writes what an earlier send_segments_nowait left over
