@@ -159,26 +159,43 @@ class Delivery:
             else:
                 await self._relay(headers, frame, None)
         elif frame.type is FrameType.BATCH:
-            me, handlers, fnf, stats = self.fqcn, self._handlers, self._fnf, self._stats
-            for msg in decode_batch(frame):
-                headers = msg.headers
-                if headers.get(_DESTINATION) != me:
-                    await self._relay(headers, None, msg)
-                    continue
-                if headers.get(_MSG_TYPE) == _FNF and not fnf:  # _accept's fast path, inlined
-                    channel = headers.get(_CHANNEL)
-                    handler = handlers.get((channel, headers.get(_TOPIC)))
-                    if handler is not None and not (handler.is_async or handler.blocking):
-                        payload = msg.payload
-                        stats.message_in(
-                            channel, len(payload) if type(payload) is bytes
-                            else payload_nbytes(payload)
-                        )
-                        self._run_fnf_sync(handler, msg)
-                        continue
-                await self._accept(msg)
+            await self._on_batch(decode_batch(frame))
         else:
             raise RemoteProtocolError(f"unexpected {frame.type.name} frame on a cell link")
+
+    async def _on_batch(self, msgs: list[Message]) -> None:
+        """Deliver a batch's messages in order; fire-and-forget ones for a plain sync handler
+        are handled right here (``_accept``'s fast path, inlined, traffic counted per run)."""
+        me, handlers, fnf, stats = self.fqcn, self._handlers, self._fnf, self._stats
+        run_channel, run_count, run_bytes = None, 0, 0  # a run of inline messages on one channel
+        for msg in msgs:
+            headers = msg.headers
+            if headers.get(_MSG_TYPE) == _FNF and not fnf and headers.get(_DESTINATION) == me:
+                channel = headers.get(_CHANNEL)
+                handler = handlers.get((channel, headers.get(_TOPIC)))
+                if handler is not None and not (handler.is_async or handler.blocking):
+                    payload = msg.payload
+                    size = len(payload) if type(payload) is bytes else payload_nbytes(payload)
+                    if channel != run_channel:
+                        if run_count:
+                            stats.messages_in(run_channel, run_count, run_bytes)
+                        run_channel, run_count, run_bytes = channel, 0, 0
+                    run_count += 1
+                    run_bytes += size
+                    try:
+                        handler.fn(msg)
+                    except Exception:
+                        log.exception("fire-and-forget handler for %s/%s raised", channel,
+                                      headers.get(_TOPIC))
+                        stats.error("handler_exception")
+                    continue
+            if headers.get(_DESTINATION) != me:
+                await self._relay(headers, None, msg)
+            else:
+                await self._accept(msg)
+        if run_count:
+            stats.messages_in(run_channel, run_count, run_bytes)
+
 
     async def _accept(self, msg: Message) -> None:
         """Handle a message addressed to this cell, without a task switch when it can.
