@@ -30,6 +30,7 @@ from cellnet.errors import (
 from cellnet.link import Link
 from cellnet.message import Message, MessageHeaderKey, MessageType
 from cellnet.requests import Reason, error_reply, reply_from_result
+from cellnet.routing import next_hop
 from cellnet.stats import payload_nbytes
 from cellnet.wire import Frame, FrameFlags, FrameType, decode_batch, decode_message, encode_frame
 from cellnet.wire.codec import encode_batch, encode_message
@@ -42,8 +43,23 @@ _COMM = CellReturnCode.COMM_ERROR.value
 _BATCH_ITEM_OVERHEAD = 96  # rough CBOR bytes of one batched message's headers
 _MSG_TYPE, _CHANNEL, _TOPIC = K.MSG_TYPE.value, K.CHANNEL.value, K.TOPIC.value
 _DESTINATION, _HOP_COUNT = K.DESTINATION.value, K.HOP_COUNT.value
+_ORIGIN, _OPTIONAL = K.ORIGIN.value, K.OPTIONAL.value
 _REQUEST, _REPLY = MessageType.REQUEST.value, MessageType.REPLY.value
 _FNF = MessageType.FIRE_AND_FORGET.value
+
+
+def _name(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} must be a non-empty str, got {value!r}")
+    return value
+
+
+def _as_message(msg: Any) -> Message:
+    return msg if isinstance(msg, Message) else Message(None, msg)
+
+
+_UNKNOWN = object()
+_MAX_ROUTES = 4096
 
 
 class _Batch:
@@ -85,11 +101,13 @@ class Delivery:
     """Mixin: what a cell does with messages after routing picked a hop (see module doc)."""
 
     fqcn: str
+    parent: str | None
     max_hops: int
     bulk_interval: float
     bulk_max_bytes: int
     send_timeout: float
     _links: dict[str, Link]
+    _routes: dict[str, str | None]
     _bulk: dict[str, _Batch]
     _handlers: dict
     _requests: Any
@@ -101,6 +119,48 @@ class Delivery:
     _fnf_space: trio.lowlevel.ParkingLot
     _serving: int
     _idle_servers: list[_Slot]
+
+    # ----------------------------------------------------------------- routing, stamping
+    def _hop(self, target: str) -> str | None:
+        """The next hop toward ``target`` (cached until a link comes or goes)."""
+        routes = self._routes
+        hop = routes.get(target, _UNKNOWN)
+        if hop is _UNKNOWN:
+            hop = next_hop(self.fqcn, target, self._links, parent=self.parent)
+            if len(routes) >= _MAX_ROUTES:
+                routes.clear()
+            routes[target] = hop
+        return hop  # type: ignore[return-value]
+
+    def _stamp(
+        self, kind: str, target: str, channel: str, topic: str, msg: Any, optional: bool
+    ) -> Message:
+        """A message to send: the caller's headers and payload plus the routing headers.
+
+        ``kind`` is a ``MessageType`` value (a plain str: cheaper to set)."""
+        if type(channel) is not str or not channel:
+            _name(channel, "channel")
+        if type(topic) is not str or not topic:
+            _name(topic, "topic")
+        if msg is None or type(msg) is bytes:
+            headers: dict[str, Any] = {}
+            payload = msg
+        elif type(msg) is Message:
+            headers = dict(msg.headers)
+            payload = msg.payload
+        else:
+            base = _as_message(msg)  # validates the payload (or a Message subclass's parts)
+            headers = dict(base.headers)
+            payload = base.payload
+        headers[_CHANNEL] = channel
+        headers[_TOPIC] = topic
+        headers[_MSG_TYPE] = kind
+        headers[_ORIGIN] = self.fqcn
+        headers[_DESTINATION] = target
+        headers[_HOP_COUNT] = 0
+        if optional:
+            headers[_OPTIONAL] = True
+        return Message._from_wire(headers, payload)
 
     # ----------------------------------------------------------------- bulk
     async def _bulk_add(self, hop: str, msg: Message) -> None:
