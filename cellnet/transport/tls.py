@@ -79,6 +79,10 @@ class _Conflict:
     def __exit__(self, *exc: object) -> None:
         self._busy = False
 
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
 
 def _byte_view(data: Any, what: str) -> memoryview:
     try:
@@ -185,19 +189,10 @@ class TLSStream(trio.abc.Stream):
 
     async def _flush(self) -> None:
         """Write everything in the outgoing BIO (and any leftover) to the transport."""
-        if self._raw is not None:
+        if self._raw is not None and not self._send_lock.locked():
             await trio.lowlevel.checkpoint_if_cancelled()
-            try:
-                self._send_lock.acquire_nowait()
-            except trio.WouldBlock:
-                pass
-            else:
-                try:
-                    if not self._write_out():
-                        await self._flush_waiting()
-                        return
-                finally:
-                    self._send_lock.release()
+            # synchronous, so no other task can write in between: the lock is not needed
+            if self._write_out():
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return
         async with self._send_lock:
@@ -207,7 +202,7 @@ class TLSStream(trio.abc.Stream):
             await self._flush_waiting()
 
     def _write_out(self) -> bool:
-        """Write outgoing ciphertext while the socket takes it (send lock held); True: all out."""
+        """Write outgoing ciphertext while the socket takes it, synchronously; True: all out."""
         send = self._raw.send  # type: ignore[union-attr]
         while True:
             if not self._unsent:
@@ -508,26 +503,21 @@ class TLSStream(trio.abc.Stream):
         left over and the next send (``send_all(b"")`` will do) writes it first.
         Not a checkpoint -- the caller must reach one itself.
         """
-        if (self._raw is None or not self._handshook or self._unsent
-                or self._outgoing.pending or self._send_lock.locked()):
+        if (self._raw is None or not self._handshook or self._unsent or self._outgoing.pending
+                or self._send_lock.locked() or self._send_conflict.busy):
             raise trio.WouldBlock
         views = [_byte_view(seg, "segment") for seg in segments]
-        with self._send_conflict:
-            self._check()
-            self._send_lock.acquire_nowait()
-            try:
-                step, write = self._write_size, self._ssl.write
-                for view in views:
-                    off, size = 0, len(view)
-                    while off < size:
-                        try:
-                            off += write(view[off : off + step])
-                        except ssl.SSLError as exc:  # incl. WantRead: TLS 1.3 never renegotiates
-                            self._break()
-                            raise trio.BrokenResourceError(f"TLS stream failed: {exc}") from exc
-                return self._write_out()
-            finally:
-                self._send_lock.release()
+        self._check()
+        step, write = self._write_size, self._ssl.write
+        for view in views:  # synchronous throughout: no lock needed
+            off, size = 0, len(view)
+            while off < size:
+                try:
+                    off += write(view[off : off + step])
+                except ssl.SSLError as exc:  # incl. WantRead: TLS 1.3 never renegotiates
+                    self._break()
+                    raise trio.BrokenResourceError(f"TLS stream failed: {exc}") from exc
+        return self._write_out()
 
     async def wait_send_all_might_not_block(self) -> None:
         with self._send_conflict:
