@@ -13,6 +13,10 @@ tasks in :meth:`Link.run`:
 * the **writer** waits for queued frames and writes everything that is ready
   with one ``send_all`` (small segments are joined; a large payload segment is
   written as is, never copied), so 64 pipelined requests cost one write;
+  a lone latency-sensitive frame on an idle link (:meth:`Link.write_now`) and
+  the replies the reader produced from one read skip the writer's task hop
+  when the stream can write synchronously (``TLSStream.send_segments_nowait``),
+  which halves the scheduler passes of a request/reply round trip;
 * the **heartbeat** (optional) sends PING when nothing arrived for an interval
   and closes the link when the peer stays silent for ``idle_timeout``.  Both
   sides ping, so a link whose cells are busy with long local work stays up as

@@ -15,6 +15,13 @@ third of the machine's TLS ceiling (``CEILINGS.md``).  Here:
   socket once per ``flush_size`` bytes and once at the end, so a list of
   segments (``send_segments``) leaves in as few socket writes as possible.
 
+Latency: over a trio socket, an uncontended send or receive first tries the
+non-blocking stdlib socket directly and waits (``wait_readable`` /
+``wait_writable``) only when it would block, so each call is exactly one
+checkpoint instead of a lock's plus a socket call's; and
+:meth:`TLSStream.send_segments_nowait` writes a small frame without yielding
+at all, for a caller that reaches its own checkpoint next.
+
 Concurrency: one sending and one receiving task may use the stream at the
 same time (two at once on the same side is a ``trio.BusyResourceError``).
 The SSLObject itself is only touched synchronously, so it needs no lock; the
@@ -49,8 +56,8 @@ from typing import Any
 
 import trio
 
-from cellnet.errors import AuthError
 from cellnet.security import classify_ssl_error
+from cellnet.transport._tls_helpers import _auth_failure, _byte_view, _Conflict
 
 __all__ = ["TLSStream"]
 
@@ -60,48 +67,6 @@ WRITE_SIZE = 512 * 1024
 FLUSH_SIZE = 1 * MiB
 
 _OK, _BROKEN, _CLOSED = "ok", "broken", "closed"
-
-
-class _Conflict:
-    """Raises ``trio.BusyResourceError`` when two tasks enter the same direction at once."""
-
-    __slots__ = ("_busy", "_msg")
-
-    def __init__(self, msg: str) -> None:
-        self._busy = False
-        self._msg = msg
-
-    def __enter__(self) -> None:
-        if self._busy:
-            raise trio.BusyResourceError(self._msg)
-        self._busy = True
-
-    def __exit__(self, *exc: object) -> None:
-        self._busy = False
-
-    @property
-    def busy(self) -> bool:
-        return self._busy
-
-
-def _byte_view(data: Any, what: str) -> memoryview:
-    try:
-        view = memoryview(data)
-    except TypeError:
-        raise TypeError(f"{what} must be a bytes-like object, not {type(data).__name__}") from None
-    if view.format != "B" or view.ndim != 1:
-        if not view.c_contiguous:
-            raise ValueError(f"{what} must be C-contiguous")
-        view = view.cast("B")
-    return view
-
-
-def _auth_failure(exc: ssl.SSLError) -> AuthError | None:
-    """The AuthError an SSL failure after the handshake stands for, if it is about certificates."""
-    err = classify_ssl_error(exc)
-    if type(err) is not AuthError or err.by_peer or err.verify_code is not None:
-        return err
-    return None
 
 
 class TLSStream(trio.abc.Stream):
@@ -135,12 +100,11 @@ class TLSStream(trio.abc.Stream):
             server_hostname=server_hostname,
         )
         sock = transport_stream.socket if isinstance(transport_stream, trio.SocketStream) else None
-        self._sock = sock
-        # the stdlib socket under trio's (non-blocking): tried synchronously first, so an
-        # uncontended send or receive costs one checkpoint, not a lock's plus a socket's
+        # the stdlib socket under trio's (non-blocking), used directly: an uncontended send or
+        # receive tries it at once and waits on it only when it would block (one checkpoint)
         raw = getattr(sock, "_sock", None)
         self._raw = raw if isinstance(raw, socket.socket) else None
-        self._rbuf = bytearray(read_size) if sock is not None else None
+        self._rbuf = bytearray(read_size) if self._raw is not None else None
         self._read_size = read_size
         self._write_size = write_size
         self._flush_size = flush_size
@@ -189,17 +153,19 @@ class TLSStream(trio.abc.Stream):
 
     async def _flush(self) -> None:
         """Write everything in the outgoing BIO (and any leftover) to the transport."""
-        if self._raw is not None and not self._send_lock.locked():
+        if self._raw is None:
+            async with self._send_lock:
+                await self._flush_stream()
+            return
+        if not self._send_lock.locked():
             await trio.lowlevel.checkpoint_if_cancelled()
             # synchronous, so no other task can write in between: the lock is not needed
             if self._write_out():
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return
         async with self._send_lock:
-            if self._sock is None:
-                await self._flush_stream()
-                return
-            await self._flush_waiting()
+            while not self._write_out():
+                await self._wait_writable()
 
     def _write_out(self) -> bool:
         """Write outgoing ciphertext while the socket takes it, synchronously; True: all out."""
@@ -217,22 +183,12 @@ class TLSStream(trio.abc.Stream):
                 raise self._transport_error(exc) from exc
             self._unsent = self._unsent[sent:]
 
-    async def _flush_waiting(self) -> None:
-        """Write all outgoing ciphertext, waiting for the socket as needed (send lock held)."""
-        send = self._sock.send  # type: ignore[union-attr]
-        while True:
-            if not self._unsent:
-                if not self._outgoing.pending:
-                    return
-                self._unsent = memoryview(self._outgoing.read())
-            try:
-                sent = await send(self._unsent)
-            except OSError as exc:
-                raise self._transport_error(exc) from exc
-            except trio.ClosedResourceError:
-                self._check()
-                raise
-            self._unsent = self._unsent[sent:]
+    async def _wait_writable(self) -> None:
+        try:
+            await trio.lowlevel.wait_writable(self._raw)
+        except trio.ClosedResourceError:
+            self._check()
+            raise
 
     async def _flush_stream(self) -> None:
         while self._outgoing.pending:
@@ -249,50 +205,37 @@ class TLSStream(trio.abc.Stream):
     async def _read_transport(self) -> None:
         """Read one chunk of ciphertext into the incoming BIO (EOF -> ``write_eof``).
 
-        Exactly one checkpoint: the wait for the socket, or one after a read
-        that found bytes at once."""
-        if self._raw is not None:
+        Uncontended, exactly one checkpoint: the wait for the socket, or one
+        after a read that found bytes at once."""
+        if self._raw is not None and not self._recv_lock.locked():
             await trio.lowlevel.checkpoint_if_cancelled()
+            self._recv_lock.acquire_nowait()
             try:
-                self._recv_lock.acquire_nowait()
-            except trio.WouldBlock:
-                pass
-            else:
-                try:
-                    waited = await self._read_raw()
-                finally:
-                    self._recv_lock.release()
-                if not waited:
-                    await trio.lowlevel.cancel_shielded_checkpoint()
-                return
+                waited = await self._read_raw()
+            finally:
+                self._recv_lock.release()
+            if not waited:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            return
         seen = self._reads
         async with self._recv_lock:
             if seen != self._reads or self._incoming.eof:  # someone read while we waited
                 await trio.lowlevel.checkpoint()
                 return
-            if self._sock is not None:
-                try:
-                    n = await self._sock.recv_into(self._rbuf)
-                except OSError as exc:
-                    raise self._transport_error(exc) from exc
-                except trio.ClosedResourceError:
-                    self._check()
-                    raise
-                if n:
-                    self._incoming.write(memoryview(self._rbuf)[:n])
+            if self._raw is not None:
+                await self._read_raw()
+                return
+            try:
+                data = await self.transport_stream.receive_some(self._read_size)
+            except trio.BrokenResourceError:
+                self._break()
+                raise
+            except trio.ClosedResourceError:
+                self._check()
+                raise
+            if data:
+                self._incoming.write(data)
             else:
-                try:
-                    data = await self.transport_stream.receive_some(self._read_size)
-                except trio.BrokenResourceError:
-                    self._break()
-                    raise
-                except trio.ClosedResourceError:
-                    self._check()
-                    raise
-                n = len(data)
-                if n:
-                    self._incoming.write(data)
-            if not n:
                 self._incoming.write_eof()
             self._reads += 1
 
@@ -523,11 +466,8 @@ class TLSStream(trio.abc.Stream):
         with self._send_conflict:
             self._check()
             async with self._send_lock:
-                if self._sock is not None:
-                    try:
-                        await self._sock.wait_writable()
-                    except OSError as exc:
-                        raise self._transport_error(exc) from exc
+                if self._raw is not None:
+                    await self._wait_writable()
                 else:
                     await self.transport_stream.wait_send_all_might_not_block()
 
