@@ -164,3 +164,24 @@ async def test_link_write_now_leftover_is_flushed_by_the_writer(server_ctx, clie
             assert got == list(range(total))
             sender.close("done")
             receiver.close("done")
+
+
+async def test_tls_over_a_generic_stream_takes_the_slow_paths(server_ctx, client_ctx):
+    from cellnet.transport import TLSStream
+
+    left, right = trio.testing.memory_stream_pair()
+    client = TLSStream(left, client_ctx, server_hostname="localhost")
+    server = TLSStream(right, server_ctx, server_side=True)
+    data = os.urandom(300_000)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.do_handshake)
+            nursery.start_soon(server.do_handshake)
+        with pytest.raises(trio.WouldBlock):  # no synchronous path without a socket
+            client.send_segments_nowait([b"x"])
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.send_segments, [data[:1000], memoryview(data)[1000:]])
+            assert await receive_exactly(server, len(data)) == data
+        await client.aclose()
+        assert await server.receive_some(10) == b""  # close_notify: a clean end
+        await server.aclose()
