@@ -105,6 +105,7 @@ class TLSStream(trio.abc.Stream):
         raw = getattr(sock, "_sock", None)
         self._raw = raw if isinstance(raw, socket.socket) else None
         self._rbuf = bytearray(read_size) if self._raw is not None else None
+        self._drained = False  # the last read emptied the socket
         self._read_size = read_size
         self._write_size = write_size
         self._flush_size = flush_size
@@ -203,10 +204,8 @@ class TLSStream(trio.abc.Stream):
                 raise
 
     async def _read_transport(self) -> None:
-        """Read one chunk of ciphertext into the incoming BIO (EOF -> ``write_eof``).
-
-        Uncontended, exactly one checkpoint: the wait for the socket, or one
-        after a read that found bytes at once."""
+        """Read one chunk of ciphertext into the incoming BIO (EOF -> ``write_eof``); when
+        uncontended, exactly one checkpoint (the wait, or one after an instant read)."""
         if self._raw is not None and not self._recv_lock.locked():
             await trio.lowlevel.checkpoint_if_cancelled()
             self._recv_lock.acquire_nowait()
@@ -240,12 +239,13 @@ class TLSStream(trio.abc.Stream):
             self._reads += 1
 
     async def _read_raw(self) -> bool:
-        """One read from the stdlib socket, waiting if it has nothing (receive lock held).
-
-        True if it waited (that wait was the checkpoint)."""
+        """One read from the stdlib socket, waiting if it has nothing (receive lock held); True
+        if it waited.  If the last read emptied the socket, wait first: spares a failing recv."""
         raw, buf = self._raw, self._rbuf
         assert raw is not None and buf is not None
-        waited = False
+        waited = self._drained
+        if waited:
+            await self._wait_readable()
         while True:
             try:
                 n = raw.recv_into(buf)
@@ -254,18 +254,22 @@ class TLSStream(trio.abc.Stream):
                 pass
             except OSError as exc:
                 raise self._transport_error(exc) from exc
-            try:
-                await trio.lowlevel.wait_readable(raw)
-            except trio.ClosedResourceError:
-                self._check()
-                raise
+            await self._wait_readable()
             waited = True
+        self._drained = 0 < n < len(buf)
         if n:
             self._incoming.write(memoryview(buf)[:n])
         else:
             self._incoming.write_eof()
         self._reads += 1
         return waited
+
+    async def _wait_readable(self) -> None:
+        try:
+            await trio.lowlevel.wait_readable(self._raw)
+        except trio.ClosedResourceError:
+            self._check()
+            raise
 
     # ---- handshake -----------------------------------------------------
 
