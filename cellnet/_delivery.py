@@ -30,6 +30,7 @@ from cellnet.errors import (
 from cellnet.link import Link
 from cellnet.message import Message, MessageHeaderKey, MessageType
 from cellnet.requests import Reason, error_reply, reply_from_result
+from cellnet.routing import next_hop
 from cellnet.stats import payload_nbytes
 from cellnet.wire import Frame, FrameFlags, FrameType, decode_batch, decode_message, encode_frame
 from cellnet.wire.codec import encode_batch, encode_message
@@ -42,28 +43,71 @@ _COMM = CellReturnCode.COMM_ERROR.value
 _BATCH_ITEM_OVERHEAD = 96  # rough CBOR bytes of one batched message's headers
 _MSG_TYPE, _CHANNEL, _TOPIC = K.MSG_TYPE.value, K.CHANNEL.value, K.TOPIC.value
 _DESTINATION, _HOP_COUNT = K.DESTINATION.value, K.HOP_COUNT.value
+_ORIGIN, _OPTIONAL = K.ORIGIN.value, K.OPTIONAL.value
 _REQUEST, _REPLY = MessageType.REQUEST.value, MessageType.REPLY.value
 _FNF = MessageType.FIRE_AND_FORGET.value
 
 
-class _Batch:
-    __slots__ = ("msgs", "nbytes", "traffic")
+def _name(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} must be a non-empty str, got {value!r}")
+    return value
 
-    def __init__(self) -> None:
+
+def _as_message(msg: Any) -> Message:
+    return msg if isinstance(msg, Message) else Message(None, msg)
+
+
+_UNKNOWN = object()
+_MAX_ROUTES = 4096
+
+
+class _Batch:
+    """Bulk messages waiting for one next hop, with their traffic counts for the stats."""
+
+    __slots__ = ("channel", "count", "msgs", "nbytes", "other", "size")
+
+    def __init__(self, channel: Any) -> None:
         self.msgs: list[Message] = []
-        self.nbytes = 0
-        self.traffic: dict[Any, list[int]] = {}  # channel -> [messages, payload bytes]
+        self.nbytes = 0  # estimated frame bytes (flush threshold)
+        self.channel = channel  # the first message's channel: counted without a dict
+        self.count = 0
+        self.size = 0
+        self.other: dict[Any, list[int]] | None = None  # other channel -> [messages, bytes]
+
+    def traffic(self) -> list[tuple[Any, int, int]]:
+        """``(channel, messages, payload bytes)`` of everything in the batch."""
+        rows = [(self.channel, self.count, self.size)]
+        if self.other:
+            rows.extend((ch, n, size) for ch, (n, size) in self.other.items())
+        return rows
+
+
+class _Slot:
+    """An idle server task and the request handed to it."""
+
+    __slots__ = ("msg", "task")
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+        self.msg: Message | None = None
+
+
+#: Idle server tasks a cell keeps parked for the next requests (others exit).
+_MAX_IDLE = 64
 
 
 class Delivery:
     """Mixin: what a cell does with messages after routing picked a hop (see module doc)."""
 
     fqcn: str
+    parent: str | None
     max_hops: int
     bulk_interval: float
     bulk_max_bytes: int
     send_timeout: float
     _links: dict[str, Link]
+    _routes: dict[str, str | None]
     _bulk: dict[str, _Batch]
     _handlers: dict
     _requests: Any
@@ -73,24 +117,73 @@ class Delivery:
     _fnf_queue: int
     _fnf_ready: trio.lowlevel.ParkingLot
     _fnf_space: trio.lowlevel.ParkingLot
+    _serving: int
+    _idle_servers: list[_Slot]
+
+    # ----------------------------------------------------------------- routing, stamping
+    def _hop(self, target: str) -> str | None:
+        """The next hop toward ``target`` (cached until a link comes or goes)."""
+        routes = self._routes
+        hop = routes.get(target, _UNKNOWN)
+        if hop is _UNKNOWN:
+            hop = next_hop(self.fqcn, target, self._links, parent=self.parent)
+            if len(routes) >= _MAX_ROUTES:
+                routes.clear()
+            routes[target] = hop
+        return hop  # type: ignore[return-value]
+
+    def _stamp(
+        self, kind: str, target: str, channel: str, topic: str, msg: Any, optional: bool
+    ) -> Message:
+        """A message to send: the caller's headers and payload plus the routing headers.
+
+        ``kind`` is a ``MessageType`` value (a plain str: cheaper to set)."""
+        if type(channel) is not str or not channel:
+            _name(channel, "channel")
+        if type(topic) is not str or not topic:
+            _name(topic, "topic")
+        if msg is None or type(msg) is bytes:
+            headers: dict[str, Any] = {}
+            payload = msg
+        elif type(msg) is Message:
+            headers = dict(msg.headers)
+            payload = msg.payload
+        else:
+            base = _as_message(msg)  # validates the payload (or a Message subclass's parts)
+            headers = dict(base.headers)
+            payload = base.payload
+        headers[_CHANNEL] = channel
+        headers[_TOPIC] = topic
+        headers[_MSG_TYPE] = kind
+        headers[_ORIGIN] = self.fqcn
+        headers[_DESTINATION] = target
+        headers[_HOP_COUNT] = 0
+        if optional:
+            headers[_OPTIONAL] = True
+        return Message._from_wire(headers, payload)
 
     # ----------------------------------------------------------------- bulk
     async def _bulk_add(self, hop: str, msg: Message) -> None:
+        channel = msg.headers.get(_CHANNEL)
         batch = self._bulk.get(hop)
         if batch is None:
-            batch = self._bulk[hop] = _Batch()
+            batch = self._bulk[hop] = _Batch(channel)
             self._running().start_soon(self._flush_later, hop, batch)
-        batch.msgs.append(msg)
-        size = payload_nbytes(msg.payload)
+        msgs = batch.msgs
+        msgs.append(msg)
+        payload = msg.payload
+        size = len(payload) if type(payload) is bytes else payload_nbytes(payload)
         batch.nbytes += size + _BATCH_ITEM_OVERHEAD
-        channel = msg.headers.get(_CHANNEL)
-        row = batch.traffic.get(channel)
-        if row is None:
-            batch.traffic[channel] = [1, size]
+        if channel == batch.channel:
+            batch.count += 1
+            batch.size += size
         else:
+            other = batch.other if batch.other is not None else {}
+            batch.other = other
+            row = other.setdefault(channel, [0, 0])
             row[0] += 1
             row[1] += size
-        if batch.nbytes >= self.bulk_max_bytes or len(batch.msgs) >= self._limits.max_batch_count:
+        if batch.nbytes >= self.bulk_max_bytes or len(msgs) >= self._limits.max_batch_count:
             await self._flush(hop)  # the sender pays for the flush: backpressure
 
     async def _flush_later(self, hop: str, batch: _Batch) -> None:
@@ -113,7 +206,7 @@ class Delivery:
             log.warning("bulk send of %d messages to %s failed: %s", len(batch.msgs), hop, exc)
             self._stats.errors["bulk_dropped"] += len(batch.msgs)
             return
-        for channel, (count, size) in batch.traffic.items():
+        for channel, count, size in batch.traffic():
             self._stats.messages_out(channel, count, size)
 
     # ----------------------------------------------------------------- receiving
@@ -126,14 +219,43 @@ class Delivery:
             else:
                 await self._relay(headers, frame, None)
         elif frame.type is FrameType.BATCH:
-            me = self.fqcn
-            for msg in decode_batch(frame):
-                if msg.headers.get(_DESTINATION) == me:
-                    await self._accept(msg)
-                else:
-                    await self._relay(msg.headers, None, msg)
+            await self._on_batch(decode_batch(frame))
         else:
             raise RemoteProtocolError(f"unexpected {frame.type.name} frame on a cell link")
+
+    async def _on_batch(self, msgs: list[Message]) -> None:
+        """Deliver a batch's messages in order; fire-and-forget ones for a plain sync handler
+        are handled right here (``_accept``'s fast path, inlined, traffic counted per run)."""
+        me, handlers, fnf, stats = self.fqcn, self._handlers, self._fnf, self._stats
+        run_channel, run_count, run_bytes = None, 0, 0  # a run of inline messages on one channel
+        for msg in msgs:
+            headers = msg.headers
+            if headers.get(_MSG_TYPE) == _FNF and not fnf and headers.get(_DESTINATION) == me:
+                channel = headers.get(_CHANNEL)
+                handler = handlers.get((channel, headers.get(_TOPIC)))
+                if handler is not None and not (handler.is_async or handler.blocking):
+                    payload = msg.payload
+                    size = len(payload) if type(payload) is bytes else payload_nbytes(payload)
+                    if channel != run_channel:
+                        if run_count:
+                            stats.messages_in(run_channel, run_count, run_bytes)
+                        run_channel, run_count, run_bytes = channel, 0, 0
+                    run_count += 1
+                    run_bytes += size
+                    try:
+                        handler.fn(msg)
+                    except Exception:
+                        log.exception("fire-and-forget handler for %s/%s raised", channel,
+                                      headers.get(_TOPIC))
+                        stats.error("handler_exception")
+                    continue
+            if headers.get(_DESTINATION) != me:
+                await self._relay(headers, None, msg)
+            else:
+                await self._accept(msg)
+        if run_count:
+            stats.messages_in(run_channel, run_count, run_bytes)
+
 
     async def _accept(self, msg: Message) -> None:
         """Handle a message addressed to this cell, without a task switch when it can.
@@ -161,7 +283,7 @@ class Delivery:
                 if not self._reply_nowait(reply, segments):
                     self._running().start_soon(self._reply, reply, segments)
             else:
-                self._running().start_soon(self._serve, msg)
+                self._dispatch(msg)
         elif kind == _FNF:
             queue = self._fnf
             if not queue:
@@ -240,8 +362,11 @@ class Delivery:
         self._stats.message_out(reply.headers.get(_CHANNEL), payload_nbytes(reply.payload))
         return True
 
-    async def _reply(self, reply: Message, segments: list | None = None) -> None:
-        """Send a reply toward its destination; ``segments``: it already encoded, if it is."""
+    async def _reply(
+        self, reply: Message, segments: list | None = None, *, urgent: bool = False
+    ) -> None:
+        """Send a reply toward its destination; ``segments``: it already encoded, if it is;
+        ``urgent``: write it at once if its link is idle."""
         if segments is None:
             reply.headers[_HOP_COUNT] = 0
         dest = reply.destination
@@ -249,7 +374,7 @@ class Delivery:
             hop = self._hop(dest) if isinstance(dest, str) else None
             if hop is None:
                 raise RouteError(f"{self.fqcn} has no route to {dest}")
-            await self._send_via(hop, reply, self.send_timeout, segments)
+            await self._send_via(hop, reply, self.send_timeout, segments, urgent=urgent)
         except (CellnetError, FQCNError) as exc:
             log.warning("reply to %s not sent: %s", dest, exc)
             self._stats.error("reply_lost")
@@ -291,14 +416,49 @@ class Delivery:
     async def _serve(self, request: Message) -> None:
         handler = self._handlers.get((request.channel, request.topic))  # type: ignore[arg-type]
         segments = None
-        if handler is None:
-            reply = self._no_handler(request)
+        self._serving += 1
+        try:
+            if handler is None:
+                reply = self._no_handler(request)
+            else:
+                try:
+                    result = await self._call(handler, request)
+                    reply, segments = self._checked_reply(request, result)
+                except Exception as exc:
+                    reply = self._failed(request, exc)
+        finally:
+            self._serving -= 1
+        # the only request in service: its reply goes out now; many: the writer coalesces
+        await self._reply(reply, segments, urgent=self._serving == 0)
+
+    # ----------------------------------------------------------------- server tasks
+    def _dispatch(self, request: Message) -> None:
+        """Serve ``request`` in a task of its own: a parked server task if one is idle (waking
+        one is cheaper than starting one), else a new one.  Never waits."""
+        idle = self._idle_servers
+        if idle:
+            slot = idle.pop()
+            slot.msg = request
+            trio.lowlevel.reschedule(slot.task)
         else:
-            try:
-                reply, segments = self._checked_reply(request, await self._call(handler, request))
-            except Exception as exc:
-                reply = self._failed(request, exc)
-        await self._reply(reply, segments)
+            self._running().start_soon(self._server, request)
+
+    async def _server(self, request: Message) -> None:
+        """Serve requests one after another; park between them, up to ``_MAX_IDLE`` tasks."""
+        idle = self._idle_servers
+        slot = _Slot(trio.lowlevel.current_task())
+        while True:
+            await self._serve(request)
+            if len(idle) >= _MAX_IDLE:
+                return
+            idle.append(slot)
+
+            def abort(_: Any) -> trio.lowlevel.Abort:
+                idle.remove(slot)
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            await trio.lowlevel.wait_task_rescheduled(abort)
+            request, slot.msg = slot.msg, None  # type: ignore[assignment]
 
     def _run_fnf_sync(self, handler: Any, msg: Message) -> None:
         try:

@@ -13,7 +13,8 @@ reached ``max_hops``, answering a request with an error reply.
 
 Requests originated here are tracked in a sans-IO
 :class:`~cellnet.requests.RequestTable`; the waiting task sleeps on a
-``trio.Event`` under ``trio.move_on_after(timeout)``, so every timeout runs on
+``trio.Event`` that the reply, a failing link or the cell's one request timer
+(a task sleeping until the earliest deadline) sets, so every timeout runs on
 trio's clock.  Each incoming request runs in its own task; fire-and-forget
 messages go through one queue and are handled in arrival order.  Replies carry
 a cell-level return code (``CellReturnCode``); :meth:`Cell.send_to_cell` maps
@@ -38,7 +39,7 @@ import trio
 import trio.testing
 
 from cellnet import fqcn as _fqcn
-from cellnet._delivery import Delivery, _Batch
+from cellnet._delivery import Delivery, _as_message, _Batch, _name
 from cellnet.defs import CellReturnCode
 from cellnet.errors import (
     LimitExceededError,
@@ -55,7 +56,7 @@ from cellnet.requests import (
     timeout_reply,
     to_reference_reply,
 )
-from cellnet.routing import MAX_HOPS, next_hop
+from cellnet.routing import MAX_HOPS
 from cellnet.stats import CellStatistics, StatsRecorder, payload_nbytes
 from cellnet.wire.codec import encode_message
 
@@ -68,8 +69,7 @@ _COMM = CellReturnCode.COMM_ERROR.value
 _CHANNEL, _TOPIC, _MSG_TYPE = K.CHANNEL.value, K.TOPIC.value, K.MSG_TYPE.value
 _ORIGIN, _DESTINATION, _HOP_COUNT = K.ORIGIN.value, K.DESTINATION.value, K.HOP_COUNT.value
 _OPTIONAL, _REQ_ID = K.OPTIONAL.value, K.REQ_ID.value
-_UNKNOWN = object()
-_MAX_ROUTES = 4096
+_REQUEST, _FNF = MessageType.REQUEST.value, MessageType.FIRE_AND_FORGET.value
 
 
 class _Handler:
@@ -79,22 +79,12 @@ class _Handler:
         self.fn, self.is_async, self.blocking = fn, is_async, blocking
 
 
-def _name(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{what} must be a non-empty str, got {value!r}")
-    return value
-
-
 def _targets(targets: str | Iterable[str]) -> list[str]:
     """Validated targets without duplicates, in the given order."""
     if isinstance(targets, str):
         return [_fqcn.validate(targets)]
     out = [_fqcn.validate(t) for t in targets]
     return list(dict.fromkeys(out))
-
-
-def _as_message(msg: Any) -> Message:
-    return msg if isinstance(msg, Message) else Message(None, msg)
 
 
 class Cell(Delivery):
@@ -146,6 +136,9 @@ class Cell(Delivery):
         self._requests = RequestTable(max_pending)
         self._stats = StatsRecorder()
         self._bulk: dict[str, _Batch] = {}
+        self._serving = 0  # requests being served by handler tasks
+        self._idle_servers: list = []  # parked server tasks (see Delivery._dispatch)
+        self._timer = trio.CancelScope()  # the request timer's sleep (see Delivery)
         self._nursery: trio.Nursery | None = None
         self._nursery_cm: Any = None
 
@@ -159,6 +152,7 @@ class Cell(Delivery):
         self._nursery_cm = trio.open_nursery()
         self._nursery = await self._nursery_cm.__aenter__()
         self._nursery.start_soon(self._fnf_dispatcher)
+        self._nursery.start_soon(self._request_timer)
         return self
 
     async def __aexit__(self, *exc_info: Any) -> bool | None:
@@ -253,50 +247,20 @@ class Cell(Delivery):
         return handler.fn(msg)
 
     # ----------------------------------------------------------------- sending
-    def _hop(self, target: str) -> str | None:
-        """The next hop toward ``target`` (cached until a link comes or goes)."""
-        routes = self._routes
-        hop = routes.get(target, _UNKNOWN)
-        if hop is _UNKNOWN:
-            hop = next_hop(self.fqcn, target, self._links, parent=self.parent)
-            if len(routes) >= _MAX_ROUTES:
-                routes.clear()
-            routes[target] = hop
-        return hop  # type: ignore[return-value]
-
-    def _stamp(
-        self, kind: MessageType, target: str, channel: str, topic: str, msg: Any, optional: bool
-    ) -> Message:
-        if type(channel) is not str or not channel:
-            _name(channel, "channel")
-        if type(topic) is not str or not topic:
-            _name(topic, "topic")
-        if msg is None or type(msg) is bytes:
-            headers: dict[str, Any] = {}
-            payload = msg
-        elif type(msg) is Message:
-            headers = dict(msg.headers)
-            payload = msg.payload
-        else:
-            base = _as_message(msg)  # validates the payload (or a Message subclass's parts)
-            headers = dict(base.headers)
-            payload = base.payload
-        headers[_CHANNEL] = channel
-        headers[_TOPIC] = topic
-        headers[_MSG_TYPE] = kind.value
-        headers[_ORIGIN] = self.fqcn
-        headers[_DESTINATION] = target
-        headers[_HOP_COUNT] = 0
-        if optional:
-            headers[_OPTIONAL] = True
-        return Message._from_wire(headers, payload)
-
     async def _send_via(
-        self, hop: str, msg: Message, timeout: float | None, segments: list | None = None
+        self,
+        hop: str,
+        msg: Message,
+        timeout: float | None,
+        segments: list | None = None,
+        *,
+        urgent: bool = False,
     ) -> None:
         """Send ``msg`` over the link to ``hop`` (or deliver it here when ``hop`` is me).
 
-        ``segments``: ``msg`` already encoded, if it is."""
+        ``segments``: ``msg`` already encoded, if it is.  ``urgent``: a lone
+        latency-sensitive frame, written at once if the link is idle (see
+        :meth:`Link.write_now`); others go through the link's coalescing writer."""
         if hop == self.fqcn:
             await self._accept(msg)
             return
@@ -305,8 +269,19 @@ class Cell(Delivery):
             raise LinkClosedError(f"no link to {hop}")
         if segments is None:
             segments = encode_message(msg, limits=self._limits)
-        await link.send(segments, timeout=timeout)
+        if not (urgent and link.write_now(segments)):
+            await link.send(segments, timeout=timeout)
         self._stats.message_out(msg.channel, payload_nbytes(msg.payload))
+
+    async def _request_timer(self) -> None:
+        """Wake the requests whose timeout passed: one task and one cancel scope for all
+        (``send_request`` moves the scope's deadline up when it adds an earlier one)."""
+        requests = self._requests
+        while True:
+            with trio.CancelScope(deadline=requests.next_deadline()) as scope:
+                self._timer = scope
+                await trio.sleep_forever()
+            requests.expire(trio.current_time())
 
     async def send_request(
         self,
@@ -326,26 +301,33 @@ class Cell(Delivery):
         (no handler; ``REASON`` header ``TOPIC_UNKNOWN``) or
         ``process_exception`` (the handler raised).
         """
-        target = _fqcn.validate(target)
-        if not isinstance(timeout, int | float) or not timeout > 0 or math.isnan(timeout):
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        self._running()
-        request = self._stamp(MessageType.REQUEST, target, channel, topic, msg, optional)
+        if type(target) is not str or target not in self._routes:  # cached: validated before
+            target = _fqcn.validate(target)
+        if type(timeout) is not float or not timeout > 0:  # (fast path for the usual float)
+            if not isinstance(timeout, int | float) or not timeout > 0 or math.isnan(timeout):
+                raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if self._nursery is None:
+            self._running()
+        request = self._stamp(_REQUEST, target, channel, topic, msg, optional)
         hop = self._hop(target)
         event = trio.Event()
-        pending = self._requests.add(target, hop, trio.current_time(), event.set)
+        now = trio.current_time()
+        pending = self._requests.add(target, hop, now, event.set, now + timeout)
+        if now + timeout < self._timer.deadline:
+            self._timer.deadline = now + timeout  # the request timer wakes sooner
         request.headers[_REQ_ID] = pending.req_id
         try:
             if hop is None:
                 return error_reply(
                     request, _COMM, Reason.NO_ROUTE, f"{self.fqcn} has no route to {target}"
                 )
-            with trio.move_on_after(timeout):
-                try:
-                    await self._send_via(hop, request, None)
-                except LinkClosedError as exc:
-                    pending.complete(error_reply(request, _COMM, Reason.LINK_CLOSED, str(exc)))
-                await event.wait()
+            try:  # alone in flight: write it now, else let the writer coalesce
+                await self._send_via(hop, request, timeout, urgent=len(self._requests) == 1)
+            except LinkClosedError as exc:
+                pending.complete(error_reply(request, _COMM, Reason.LINK_CLOSED, str(exc)))
+            except LinkBusyError:  # no room on the link for the whole timeout
+                event.set()
+            await event.wait()
             reply = pending.reply
             if reply is None:
                 reply = timeout_reply(pending, channel, topic, timeout)
@@ -420,11 +402,15 @@ class Cell(Delivery):
         out together as one BATCH frame, in order.  With ``optional``
         unroutable targets are skipped silently.
         """
-        names = _targets(targets)
-        self._running()
+        if type(targets) is str and targets in self._routes:  # a known, hence valid, target
+            names: Iterable[str] = (targets,)
+        else:
+            names = _targets(targets)
+        if self._nursery is None:
+            self._running()
         status: dict[str, str] = {}
         for target in names:
-            out = self._stamp(MessageType.FIRE_AND_FORGET, target, channel, topic, msg, optional)
+            out = self._stamp(_FNF, target, channel, topic, msg, optional)
             hop = self._hop(target)
             if hop is None:
                 if not optional:

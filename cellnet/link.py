@@ -13,6 +13,10 @@ tasks in :meth:`Link.run`:
 * the **writer** waits for queued frames and writes everything that is ready
   with one ``send_all`` (small segments are joined; a large payload segment is
   written as is, never copied), so 64 pipelined requests cost one write;
+  a lone latency-sensitive frame on an idle link (:meth:`Link.write_now`) and
+  the replies the reader produced from one read skip the writer's task hop
+  when the stream can write synchronously (``TLSStream.send_segments_nowait``),
+  which halves the scheduler passes of a request/reply round trip;
 * the **heartbeat** (optional) sends PING when nothing arrived for an interval
   and closes the link when the peer stays silent for ``idle_timeout``.  Both
   sides ping, so a link whose cells are busy with long local work stays up as
@@ -100,6 +104,10 @@ class Link:
         self._has_data = trio.lowlevel.ParkingLot()
         self._space = trio.lowlevel.ParkingLot()
         self._fifo = trio.StrictFIFOLock()
+        # a synchronous write path of the stream (TLSStream.send_segments_nowait), if it has one
+        self._write_nowait = getattr(stream, "send_segments_nowait", None)
+        self._writing = False  # the writer task is inside a send
+        self._leftover = False  # a synchronous write left bytes in the stream: writer must flush
         self._cancel: trio.CancelScope | None = None
         self._closed = False
         self.close_reason: str | None = None
@@ -149,6 +157,58 @@ class Link:
             return False
         self._enqueue(segments, nbytes)
         return True
+
+    def _idle(self) -> bool:
+        return not (self._queue or self._writing or self._leftover or self._closed)
+
+    def _write_sync(self, segments: list, nbytes: int) -> bool:
+        """Write ``segments`` through the stream's synchronous path; False if it cannot now."""
+        try:
+            complete = self._write_nowait(segments)  # type: ignore[misc]
+        except trio.WouldBlock:
+            return False
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self.close(f"stream broken: {exc!r}")
+            raise LinkClosedError(f"link to {self.peer} is closed ({self.close_reason})") from exc
+        self.writes += 1
+        self.bytes_out += nbytes
+        if not complete:
+            self._leftover = True
+            self._has_data.unpark_all()
+        return True
+
+    def write_now(self, segments: list) -> bool:
+        """Write a small frame at once, bypassing the writer task, if the link is idle.
+
+        For latency-sensitive frames (a lone request or reply): on an idle
+        link over a stream with a synchronous write path (``TLSStream``) this
+        saves the hop through the writer task.  False, having done nothing,
+        when something is queued or being written, the frame is not small
+        (``coalesce_below``) or the stream cannot write synchronously now; the
+        caller then uses :meth:`send`.  Not a checkpoint.
+        """
+        self._check_open()
+        if self._write_nowait is None or not self._idle():
+            return False
+        nbytes = sum(len(s) for s in segments)
+        if nbytes >= self.config.coalesce_below or not self._write_sync(segments, nbytes):
+            return False
+        self.frames_out += 1
+        return True
+
+    def _write_queued_now(self) -> None:
+        """Write what is queued at once if the writer is idle (replies made by the reader)."""
+        if self._write_nowait is None or self._writing or self._leftover or self._closed:
+            return
+        if not self._queue or self._queued >= self.config.coalesce_below:
+            return
+        buffers, nbytes = self._take_batch()
+        if not self._write_sync(buffers, nbytes):
+            self._queue.appendleft((buffers, nbytes))
+            return
+        self.writes += len(buffers) - 1
+        self._queued -= nbytes
+        self._space.unpark_all()
 
     async def send(self, segments: list, *, timeout: float | None = None) -> None:
         """Queue one encoded frame (its segments), waiting while the queue is full.
@@ -205,11 +265,19 @@ class Link:
     async def _writer(self) -> str:
         while True:
             if not self._queue:
+                if self._leftover:  # a synchronous write left ciphertext in the stream
+                    self._leftover = False
+                    self._writing = True
+                    await self.stream.send_all(b"")
+                    self._writing = False
+                    continue
                 await self._has_data.park()
                 continue
             buffers, nbytes = self._take_batch()
+            self._writing = True
             for buf in buffers:
                 await self.stream.send_all(buf)
+            self._writing = False
             self.writes += len(buffers)
             self.bytes_out += nbytes
             self._queued -= nbytes
@@ -225,6 +293,7 @@ class Link:
             while True:
                 frame = decoder.next_frame()
                 if frame is NEED_DATA:
+                    self._write_queued_now()  # e.g. the replies of inline-served requests
                     break
                 if frame is CLOSED:
                     return "peer closed the stream"

@@ -71,6 +71,12 @@ class PayloadKind(enum.StrEnum):
 Payload = None | bytes | bytearray | memoryview | Mapping[str, np.ndarray]
 
 _BY_NAME = {k.name.lower(): k.value for k in MessageHeaderKey}
+# plain-str header names for the hot paths (an enum member's ``.value`` is a slow descriptor)
+_H = {k.name: k.value for k in MessageHeaderKey}
+_CHANNEL, _TOPIC, _MSG_TYPE, _REQ_ID = _H["CHANNEL"], _H["TOPIC"], _H["MSG_TYPE"], _H["REQ_ID"]
+_RETURN_CODE, _ERROR, _ORIGIN = _H["RETURN_CODE"], _H["ERROR"], _H["ORIGIN"]
+_DESTINATION, _HOP_COUNT = _H["DESTINATION"], _H["HOP_COUNT"]
+_REPLY = MessageType.REPLY.value
 
 
 def _header_name(key: Any) -> str:
@@ -186,21 +192,26 @@ class Message:
         """The reply to this message: same channel/topic/req_id, origin and destination swapped."""
         if not isinstance(rc, str) or not rc:
             raise ValueError(f"return code must be a non-empty str, got {rc!r}")
-        K = MessageHeaderKey
         mine = self.headers
         out = {
-            K.CHANNEL.value: mine.get(K.CHANNEL),
-            K.TOPIC.value: mine.get(K.TOPIC),
-            K.MSG_TYPE.value: MessageType.REPLY.value,
-            K.RETURN_CODE.value: str(rc),
+            _CHANNEL: mine.get(_CHANNEL),
+            _TOPIC: mine.get(_TOPIC),
+            _MSG_TYPE: _REPLY,
+            _RETURN_CODE: rc if type(rc) is str else str(rc),
         }
-        swaps = ((K.REQ_ID, K.REQ_ID), (K.ORIGIN, K.DESTINATION), (K.DESTINATION, K.ORIGIN))
-        for src, dst in swaps:
-            if src in mine:
-                out[dst.value] = mine[src]
+        if _REQ_ID in mine:
+            out[_REQ_ID] = mine[_REQ_ID]
+        if _ORIGIN in mine:
+            out[_DESTINATION] = mine[_ORIGIN]
+        if _DESTINATION in mine:
+            out[_ORIGIN] = mine[_DESTINATION]
         if error is not None:
-            out[K.ERROR.value] = str(error)
-        out.update(headers_from_kwargs(headers))
+            out[_ERROR] = str(error)
+        if headers:
+            out.update(headers_from_kwargs(headers))
+            return Message(out, payload)
+        if payload is None or type(payload) is bytes:
+            return Message._from_wire(out, payload)  # nothing to check: plain str keys
         return Message(out, payload)
 
     # ------------------------------------------------------------ accessors
@@ -212,39 +223,39 @@ class Message:
 
     @property
     def channel(self) -> str | None:
-        return self.headers.get(MessageHeaderKey.CHANNEL)
+        return self.headers.get(_CHANNEL)
 
     @property
     def topic(self) -> str | None:
-        return self.headers.get(MessageHeaderKey.TOPIC)
+        return self.headers.get(_TOPIC)
 
     @property
     def msg_type(self) -> str | None:
-        return self.headers.get(MessageHeaderKey.MSG_TYPE)
+        return self.headers.get(_MSG_TYPE)
 
     @property
     def req_id(self) -> Any:
-        return self.headers.get(MessageHeaderKey.REQ_ID)
+        return self.headers.get(_REQ_ID)
 
     @property
     def return_code(self) -> str | None:
-        return self.headers.get(MessageHeaderKey.RETURN_CODE)
+        return self.headers.get(_RETURN_CODE)
 
     @property
     def error(self) -> str | None:
-        return self.headers.get(MessageHeaderKey.ERROR)
+        return self.headers.get(_ERROR)
 
     @property
     def origin(self) -> str | None:
-        return self.headers.get(MessageHeaderKey.ORIGIN)
+        return self.headers.get(_ORIGIN)
 
     @property
     def destination(self) -> str | None:
-        return self.headers.get(MessageHeaderKey.DESTINATION)
+        return self.headers.get(_DESTINATION)
 
     @property
     def hop_count(self) -> int:
-        return self.headers.get(MessageHeaderKey.HOP_COUNT, 0)
+        return self.headers.get(_HOP_COUNT, 0)
 
     @property
     def payload_kind(self) -> PayloadKind:

@@ -128,6 +128,12 @@ class StatsRecorder:
         row[0] += 1
         row[1] += nbytes
 
+    def messages_in(self, channel: Any, count: int, nbytes: int) -> None:
+        """Record ``count`` messages of ``nbytes`` payload bytes in all received on ``channel``."""
+        row = self._row(channel)
+        row[0] += count
+        row[1] += nbytes
+
     def message_out(self, channel: Any, nbytes: int) -> None:
         row = self._row(channel)
         row[2] += 1

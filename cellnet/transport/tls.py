@@ -15,6 +15,13 @@ third of the machine's TLS ceiling (``CEILINGS.md``).  Here:
   socket once per ``flush_size`` bytes and once at the end, so a list of
   segments (``send_segments``) leaves in as few socket writes as possible.
 
+Latency: over a trio socket, an uncontended send or receive first tries the
+non-blocking stdlib socket directly and waits (``wait_readable`` /
+``wait_writable``) only when it would block, so each call is exactly one
+checkpoint instead of a lock's plus a socket call's; and
+:meth:`TLSStream.send_segments_nowait` writes a small frame without yielding
+at all, for a caller that reaches its own checkpoint next.
+
 Concurrency: one sending and one receiving task may use the stream at the
 same time (two at once on the same side is a ``trio.BusyResourceError``).
 The SSLObject itself is only touched synchronously, so it needs no lock; the
@@ -42,14 +49,15 @@ close_notify (mid-record or not), is ``trio.BrokenResourceError``; use after
 from __future__ import annotations
 
 import errno
+import socket
 import ssl
 from collections.abc import Iterable
 from typing import Any
 
 import trio
 
-from cellnet.errors import AuthError
 from cellnet.security import classify_ssl_error
+from cellnet.transport._tls_helpers import _auth_failure, _byte_view, _Conflict
 
 __all__ = ["TLSStream"]
 
@@ -59,44 +67,6 @@ WRITE_SIZE = 512 * 1024
 FLUSH_SIZE = 1 * MiB
 
 _OK, _BROKEN, _CLOSED = "ok", "broken", "closed"
-
-
-class _Conflict:
-    """Raises ``trio.BusyResourceError`` when two tasks enter the same direction at once."""
-
-    __slots__ = ("_busy", "_msg")
-
-    def __init__(self, msg: str) -> None:
-        self._busy = False
-        self._msg = msg
-
-    def __enter__(self) -> None:
-        if self._busy:
-            raise trio.BusyResourceError(self._msg)
-        self._busy = True
-
-    def __exit__(self, *exc: object) -> None:
-        self._busy = False
-
-
-def _byte_view(data: Any, what: str) -> memoryview:
-    try:
-        view = memoryview(data)
-    except TypeError:
-        raise TypeError(f"{what} must be a bytes-like object, not {type(data).__name__}") from None
-    if view.format != "B" or view.ndim != 1:
-        if not view.c_contiguous:
-            raise ValueError(f"{what} must be C-contiguous")
-        view = view.cast("B")
-    return view
-
-
-def _auth_failure(exc: ssl.SSLError) -> AuthError | None:
-    """The AuthError an SSL failure after the handshake stands for, if it is about certificates."""
-    err = classify_ssl_error(exc)
-    if type(err) is not AuthError or err.by_peer or err.verify_code is not None:
-        return err
-    return None
 
 
 class TLSStream(trio.abc.Stream):
@@ -130,8 +100,12 @@ class TLSStream(trio.abc.Stream):
             server_hostname=server_hostname,
         )
         sock = transport_stream.socket if isinstance(transport_stream, trio.SocketStream) else None
-        self._sock = sock
-        self._rbuf = bytearray(read_size) if sock is not None else None
+        # the stdlib socket under trio's (non-blocking), used directly: an uncontended send or
+        # receive tries it at once and waits on it only when it would block (one checkpoint)
+        raw = getattr(sock, "_sock", None)
+        self._raw = raw if isinstance(raw, socket.socket) else None
+        self._rbuf = bytearray(read_size) if self._raw is not None else None
+        self._drained = False  # the last read emptied the socket
         self._read_size = read_size
         self._write_size = write_size
         self._flush_size = flush_size
@@ -180,24 +154,42 @@ class TLSStream(trio.abc.Stream):
 
     async def _flush(self) -> None:
         """Write everything in the outgoing BIO (and any leftover) to the transport."""
-        async with self._send_lock:
-            if self._sock is None:
+        if self._raw is None:
+            async with self._send_lock:
                 await self._flush_stream()
+            return
+        if not self._send_lock.locked():
+            await trio.lowlevel.checkpoint_if_cancelled()
+            # synchronous, so no other task can write in between: the lock is not needed
+            if self._write_out():
+                await trio.lowlevel.cancel_shielded_checkpoint()
                 return
-            send = self._sock.send
-            while True:
-                if not self._unsent:
-                    if not self._outgoing.pending:
-                        return
-                    self._unsent = memoryview(self._outgoing.read())
-                try:
-                    sent = await send(self._unsent)
-                except OSError as exc:
-                    raise self._transport_error(exc) from exc
-                except trio.ClosedResourceError:
-                    self._check()
-                    raise
-                self._unsent = self._unsent[sent:]
+        async with self._send_lock:
+            while not self._write_out():
+                await self._wait_writable()
+
+    def _write_out(self) -> bool:
+        """Write outgoing ciphertext while the socket takes it, synchronously; True: all out."""
+        send = self._raw.send  # type: ignore[union-attr]
+        while True:
+            if not self._unsent:
+                if not self._outgoing.pending:
+                    return True
+                self._unsent = memoryview(self._outgoing.read())
+            try:
+                sent = send(self._unsent)
+            except BlockingIOError:
+                return False
+            except OSError as exc:
+                raise self._transport_error(exc) from exc
+            self._unsent = self._unsent[sent:]
+
+    async def _wait_writable(self) -> None:
+        try:
+            await trio.lowlevel.wait_writable(self._raw)
+        except trio.ClosedResourceError:
+            self._check()
+            raise
 
     async def _flush_stream(self) -> None:
         while self._outgoing.pending:
@@ -212,37 +204,72 @@ class TLSStream(trio.abc.Stream):
                 raise
 
     async def _read_transport(self) -> None:
-        """Read one chunk of ciphertext into the incoming BIO (EOF -> ``write_eof``)."""
+        """Read one chunk of ciphertext into the incoming BIO (EOF -> ``write_eof``); when
+        uncontended, exactly one checkpoint (the wait, or one after an instant read)."""
+        if self._raw is not None and not self._recv_lock.locked():
+            await trio.lowlevel.checkpoint_if_cancelled()
+            self._recv_lock.acquire_nowait()
+            try:
+                waited = await self._read_raw()
+            finally:
+                self._recv_lock.release()
+            if not waited:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            return
         seen = self._reads
         async with self._recv_lock:
             if seen != self._reads or self._incoming.eof:  # someone read while we waited
                 await trio.lowlevel.checkpoint()
                 return
-            if self._sock is not None:
-                try:
-                    n = await self._sock.recv_into(self._rbuf)
-                except OSError as exc:
-                    raise self._transport_error(exc) from exc
-                except trio.ClosedResourceError:
-                    self._check()
-                    raise
-                if n:
-                    self._incoming.write(memoryview(self._rbuf)[:n])
+            if self._raw is not None:
+                await self._read_raw()
+                return
+            try:
+                data = await self.transport_stream.receive_some(self._read_size)
+            except trio.BrokenResourceError:
+                self._break()
+                raise
+            except trio.ClosedResourceError:
+                self._check()
+                raise
+            if data:
+                self._incoming.write(data)
             else:
-                try:
-                    data = await self.transport_stream.receive_some(self._read_size)
-                except trio.BrokenResourceError:
-                    self._break()
-                    raise
-                except trio.ClosedResourceError:
-                    self._check()
-                    raise
-                n = len(data)
-                if n:
-                    self._incoming.write(data)
-            if not n:
                 self._incoming.write_eof()
             self._reads += 1
+
+    async def _read_raw(self) -> bool:
+        """One read from the stdlib socket, waiting if it has nothing (receive lock held); True
+        if it waited.  If the last read emptied the socket, wait first: spares a failing recv."""
+        raw, buf = self._raw, self._rbuf
+        assert raw is not None and buf is not None
+        waited = self._drained
+        if waited:
+            await self._wait_readable()
+        while True:
+            try:
+                n = raw.recv_into(buf)
+                break
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise self._transport_error(exc) from exc
+            await self._wait_readable()
+            waited = True
+        self._drained = 0 < n < len(buf)
+        if n:
+            self._incoming.write(memoryview(buf)[:n])
+        else:
+            self._incoming.write_eof()
+        self._reads += 1
+        return waited
+
+    async def _wait_readable(self) -> None:
+        try:
+            await trio.lowlevel.wait_readable(self._raw)
+        except trio.ClosedResourceError:
+            self._check()
+            raise
 
     # ---- handshake -----------------------------------------------------
 
@@ -298,6 +325,7 @@ class TLSStream(trio.abc.Stream):
             exc, self._pending_exc = self._pending_exc, None
             raise exc
         n, total, read = 0, len(view), self._ssl.read
+        incoming, pending = self._incoming, self._ssl.pending
         try:
             while n < total:
                 got = read(total - n, view[n:])
@@ -305,6 +333,8 @@ class TLSStream(trio.abc.Stream):
                     self._eof = True
                     break
                 n += got
+                if not incoming.pending and not pending():
+                    break  # all taken: spare the read that would raise SSLWantReadError
         except ssl.SSLWantReadError:
             pass
         except ssl.SSLZeroReturnError:
@@ -387,9 +417,10 @@ class TLSStream(trio.abc.Stream):
         views = [_byte_view(seg, "segment") for seg in segments]
         with self._send_conflict:
             self._check()
+            await trio.lowlevel.checkpoint_if_cancelled()  # cancelled: nothing is encrypted
             await self._ensure_handshake()
             if not any(len(v) for v in views):
-                await trio.lowlevel.checkpoint()
+                await self._flush()  # writes what an earlier send_segments_nowait left over
                 return
             step, flush_at, write = self._write_size, self._flush_size, self._ssl.write
             for view in views:
@@ -409,15 +440,38 @@ class TLSStream(trio.abc.Stream):
                         await self._flush()
             await self._flush()
 
+    def send_segments_nowait(self, segments: Iterable[Any]) -> bool:
+        """Encrypt ``segments`` and write them to the socket now, without waiting or yielding.
+
+        For a small frame on an idle link, this saves the writer task's hop.
+        Raises ``trio.WouldBlock``, having changed nothing, unless the stream
+        runs over a trio socket, is handshaken, and no other send is in progress
+        or unfinished.  True: the socket took everything; False: ciphertext is
+        left over and the next send (``send_all(b"")`` will do) writes it first.
+        Not a checkpoint -- the caller must reach one itself.
+        """
+        if (self._raw is None or not self._handshook or self._unsent or self._outgoing.pending
+                or self._send_lock.locked() or self._send_conflict.busy):
+            raise trio.WouldBlock
+        views = [_byte_view(seg, "segment") for seg in segments]
+        self._check()
+        step, write = self._write_size, self._ssl.write
+        for view in views:  # synchronous throughout: no lock needed
+            off, size = 0, len(view)
+            while off < size:
+                try:
+                    off += write(view[off : off + step])
+                except ssl.SSLError as exc:  # incl. WantRead: TLS 1.3 never renegotiates
+                    self._break()
+                    raise trio.BrokenResourceError(f"TLS stream failed: {exc}") from exc
+        return self._write_out()
+
     async def wait_send_all_might_not_block(self) -> None:
         with self._send_conflict:
             self._check()
             async with self._send_lock:
-                if self._sock is not None:
-                    try:
-                        await self._sock.wait_writable()
-                    except OSError as exc:
-                        raise self._transport_error(exc) from exc
+                if self._raw is not None:
+                    await self._wait_writable()
                 else:
                     await self.transport_stream.wait_send_all_might_not_block()
 

@@ -76,6 +76,34 @@ def test_request_table_limits_and_failures():
         RequestTable(0)
 
 
+def test_request_table_deadlines_wake_only_expired_open_requests():
+    woken = []
+    table = RequestTable()
+    a = table.add("site-1", "site-1", 0.0, lambda: woken.append("a"), deadline=5.0)
+    b = table.add("site-1", "site-1", 0.0, lambda: woken.append("b"), deadline=2.0)
+    c = table.add("site-1", "site-1", 0.0, lambda: woken.append("c"))  # no deadline
+    assert table.next_deadline() == 2.0
+    assert table.expire(1.9) == [] and woken == []
+    assert table.expire(2.0) == [b] and woken == ["b"]
+    assert b.req_id in table  # the waiter discards it after building its timeout reply
+    table.discard(b.req_id)
+    table.resolve(Message({"cellnet.req_id": a.req_id, "cellnet.return_code": "ok"}))
+    assert table.expire(10.0) == [] and woken == ["b", "a"]  # answered: not woken again
+    table.discard(a.req_id)
+    assert table.next_deadline() == math.inf and c.req_id in table
+
+
+def test_request_table_compacts_deadlines_of_ended_requests():
+    table = RequestTable()
+    live = table.add("site-1", "site-1", 0.0, lambda: None, deadline=1e9)
+    for i in range(5000):  # answered long before their deadlines
+        req = table.add("site-1", "site-1", 0.0, lambda: None, deadline=100.0 + i)
+        table.discard(req.req_id)
+    assert len(table._deadlines) <= 2 * len(table) + 1024
+    assert table.next_deadline() == 1e9
+    assert table.expire(1e9) == [live]
+
+
 def test_reply_building_and_reference_mapping():
     req = Message.request("ch", "t", b"", origin="site-1", destination="server", req_id=7)
     r = reply_from_result(req, b"data")

@@ -100,3 +100,53 @@ async def test_bulk_send_counts_every_message_per_channel(autojump_clock):
 def test_fnf_queue_must_be_a_positive_int(bad):
     with pytest.raises(ValueError, match="fnf_queue"):
         Cell("server", fnf_queue=bad)
+
+
+async def test_async_handlers_run_concurrently_on_reused_server_tasks(autojump_clock):
+    running = 0
+    most = 0
+
+    async def slow(msg):
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await trio.sleep(1)
+        running -= 1
+        return bytes(msg.payload)
+
+    async with pair() as (server, site):
+        await connect_in_process(server, site)
+        site.register_request_cb("ch", "slow", slow)
+        for i in range(3):  # one at a time: one server task, parked between requests
+            r = await server.send_request("site-1", "ch", "slow", b"%d" % i, 5)
+            assert bytes(r.payload) == b"%d" % i
+        assert len(site._idle_servers) == 1
+
+        async def one(i, out):
+            out[i] = await server.send_request("site-1", "ch", "slow", b"%d" % i, 5)
+
+        out: dict = {}
+        t0 = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            for i in range(10):
+                nursery.start_soon(one, i, out)
+        assert trio.current_time() - t0 < 1.5  # ten 1 s handlers at once, not in turn
+        assert most == 10
+        assert [bytes(out[i].payload) for i in range(10)] == [b"%d" % i for i in range(10)]
+        assert len(site._idle_servers) == 10  # all parked for the next burst
+    assert not site._idle_servers  # the cell closed: parked tasks were cancelled
+
+
+async def test_a_raising_async_handler_does_not_lose_its_server_task(autojump_clock):
+    async def boom(msg):
+        await trio.sleep(0)
+        raise ValueError("bad")
+
+    async with pair() as (server, site):
+        await connect_in_process(server, site)
+        site.register_request_cb("ch", "boom", boom)
+        for _ in range(3):
+            r = await server.send_request("site-1", "ch", "boom", b"", 5)
+            assert r.return_code == CellReturnCode.PROCESS_EXCEPTION
+        assert len(site._idle_servers) == 1
+        assert site.statistics().errors["handler_exception"] == 3

@@ -93,6 +93,33 @@ async def test_timeout_is_on_trios_clock(autojump_clock):
         assert cells["server"].statistics().pending_requests == 0
 
 
+async def test_timeouts_of_many_requests_share_one_timer(autojump_clock):
+    async with federation() as cells:
+
+        async def slow(msg):
+            await trio.sleep(float(bytes(msg.payload)))
+            return b"late"
+
+        cells["site-1"].register_request_cb("ch", "slow", slow)
+        server = cells["server"]
+        got: dict = {}
+
+        async def one(delay, timeout):
+            t0 = trio.current_time()
+            r = await server.send_request("site-1", "ch", "slow", b"%d" % delay, timeout)
+            got[(delay, timeout)] = (r.return_code, trio.current_time() - t0)
+
+        async with trio.open_nursery() as nursery:  # a later deadline first, then earlier ones
+            for delay, timeout in ((50, 30), (1, 10), (50, 4), (2, 3), (50, 7)):
+                nursery.start_soon(one, delay, timeout)
+        for (delay, timeout), (rc, took) in got.items():
+            if delay < timeout:
+                assert rc == CellReturnCode.OK and took == pytest.approx(delay)
+            else:
+                assert rc == CellReturnCode.TIMEOUT and took == pytest.approx(timeout)
+        assert len(got) == 5 and server.statistics().pending_requests == 0
+
+
 async def test_unreachable_target_is_comm_error(autojump_clock):
     async with federation() as cells:
         r = await cells["site-1.J"].send_request("site-9", "ch", "t", None, 5)

@@ -1,0 +1,187 @@
+"""TLSStream's synchronous paths: one checkpoint per call, send_segments_nowait, leftovers; and
+a Link's write_now over TLS (order kept with the coalescing writer)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import trio
+import trio.testing
+from transport_helpers import tls_pair
+
+from cellnet.errors import LinkClosedError
+from cellnet.link import Link, LinkConfig
+from cellnet.wire import FrameType, encode_frame
+
+QUIET = LinkConfig(heartbeat_interval=None, idle_timeout=None)
+
+
+async def receive_exactly(stream, n: int) -> bytes:
+    out = bytearray()
+    while len(out) < n:
+        chunk = await stream.receive_some(n - len(out))
+        assert chunk, "unexpected end of stream"
+        out += chunk
+    return bytes(out)
+
+
+async def test_uncontended_send_and_receive_are_checkpoints(server_ctx, client_ctx):
+    with trio.fail_after(10):
+        client, server = await tls_pair(server_ctx, client_ctx)
+        async with client, server:
+            with trio.testing.assert_checkpoints():
+                await client.send_all(b"hello")
+            await trio.sleep(0.05)  # the bytes are in the server's socket buffer already
+            with trio.testing.assert_checkpoints():
+                assert await server.receive_some(100) == b"hello"
+            with trio.CancelScope() as scope:  # a cancelled sender sends nothing
+                scope.cancel()
+                await client.send_all(b"lost")
+            assert scope.cancelled_caught
+            await client.send_all(b"kept")
+            assert await receive_exactly(server, 4) == b"kept"
+
+
+async def test_send_segments_nowait_writes_without_yielding(server_ctx, client_ctx):
+    with trio.fail_after(10):
+        client, server = await tls_pair(server_ctx, client_ctx)
+        async with client, server:
+            with trio.testing.assert_no_checkpoints():
+                assert client.send_segments_nowait([b"ab", memoryview(b"cd"), bytearray(b"e")])
+            assert await receive_exactly(server, 5) == b"abcde"
+
+
+async def test_send_segments_nowait_refuses_before_handshake(server_ctx, client_ctx):
+    with trio.fail_after(10):
+        client, server = await tls_pair(server_ctx, client_ctx, handshake=False)
+        async with client, server:
+            with pytest.raises(trio.WouldBlock):
+                client.send_segments_nowait([b"x"])
+            with pytest.raises(TypeError):  # bad input is checked before anything is written
+                await client.send_all("text")
+
+
+async def test_send_segments_nowait_leftover_goes_first_on_the_next_send(server_ctx, client_ctx):
+    big = os.urandom(4 << 20)  # more than the socket buffers hold while nobody reads
+    with trio.fail_after(20):
+        client, server = await tls_pair(server_ctx, client_ctx)
+        client.transport_stream.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+        async with client, server:
+            assert client.send_segments_nowait([big]) is False  # the socket filled up
+            with pytest.raises(trio.WouldBlock):  # ciphertext is still waiting
+                client.send_segments_nowait([b"later"])
+
+            async def send_rest():
+                await client.send_all(b"")  # flushes what is left over
+                await client.send_all(b"tail")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send_rest)
+                assert await receive_exactly(server, len(big) + 4) == big + b"tail"
+            assert client.send_segments_nowait([b"again"])
+            assert await receive_exactly(server, 5) == b"again"
+
+
+def _frame(n: int) -> list:
+    return encode_frame(FrameType.MESSAGE, {"n": n}, b"p" * 10)
+
+
+async def test_link_write_now_keeps_order_with_queued_frames(server_ctx, client_ctx):
+    got: list[int] = []
+    arrived = trio.Event()
+
+    async def on_frame(link, frame):
+        got.append(frame.headers["n"])
+        if len(got) == 5:
+            arrived.set()
+
+    with trio.fail_after(10):
+        client, server = await tls_pair(server_ctx, client_ctx)
+        sender = Link(client, "b", on_frame, config=QUIET)
+        receiver = Link(server, "a", on_frame, config=QUIET)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sender.run)
+            nursery.start_soon(receiver.run)
+            assert sender.write_now(_frame(0))  # idle: written at once, no writer hop
+            assert sender.queued_bytes == 0 and sender.writes == 1
+            assert sender.send_nowait(_frame(1))
+            assert not sender.write_now(_frame(2))  # frame 1 is queued: must not overtake
+            await sender.send(_frame(2))
+            await trio.sleep(0.05)
+            assert not sender.write_now([b"x" * QUIET.coalesce_below])  # idle, but not small
+            assert sender.write_now(_frame(3))  # drained: idle again
+            await sender.send(_frame(4))
+            await arrived.wait()
+            assert got == [0, 1, 2, 3, 4]
+            sender.close("done")
+            with pytest.raises(LinkClosedError):
+                sender.write_now(_frame(5))
+            receiver.close("done")
+
+
+async def test_link_write_now_needs_a_synchronous_stream():
+    left, _ = trio.testing.memory_stream_pair()
+
+    async def on_frame(link, frame):
+        raise AssertionError("no frames expected")
+
+    link = Link(left, "peer", on_frame, config=QUIET)
+    assert not link.write_now(_frame(0))  # memory streams have no synchronous write path
+    assert link.queued_bytes == 0 and link.frames_out == 0
+
+
+async def test_link_write_now_leftover_is_flushed_by_the_writer(server_ctx, client_ctx):
+    got: list[int] = []
+    done = trio.Event()
+    total = 40
+
+    async def on_frame(link, frame):
+        got.append(frame.headers["n"])
+        if len(got) == total:
+            done.set()
+
+    def frame(n: int) -> list:
+        return encode_frame(FrameType.MESSAGE, {"n": n}, b"z" * 60_000)
+
+    with trio.fail_after(20):
+        client, server = await tls_pair(server_ctx, client_ctx)
+        client.transport_stream.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+        sender = Link(client, "b", on_frame, config=QUIET)
+        receiver = Link(server, "a", on_frame, config=QUIET)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sender.run)
+            inline = 0
+            for n in range(total):  # nobody reads yet: the socket fills up
+                if sender.write_now(frame(n)):
+                    inline += 1
+                else:
+                    await sender.send(frame(n))
+            assert 0 < inline < total  # written at once until bytes were left over
+            nursery.start_soon(receiver.run)
+            await done.wait()
+            assert got == list(range(total))
+            sender.close("done")
+            receiver.close("done")
+
+
+async def test_tls_over_a_generic_stream_takes_the_slow_paths(server_ctx, client_ctx):
+    from cellnet.transport import TLSStream
+
+    left, right = trio.testing.memory_stream_pair()
+    client = TLSStream(left, client_ctx, server_hostname="localhost")
+    server = TLSStream(right, server_ctx, server_side=True)
+    data = os.urandom(300_000)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.do_handshake)
+            nursery.start_soon(server.do_handshake)
+        with pytest.raises(trio.WouldBlock):  # no synchronous path without a socket
+            client.send_segments_nowait([b"x"])
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.send_segments, [data[:1000], memoryview(data)[1000:]])
+            assert await receive_exactly(server, len(data)) == data
+        await client.aclose()
+        assert await server.receive_some(10) == b""  # close_notify: a clean end
+        await server.aclose()
