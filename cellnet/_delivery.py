@@ -27,6 +27,7 @@ from cellnet.errors import (
     RemoteProtocolError,
     RouteError,
 )
+from cellnet.fqcn import owner_site
 from cellnet.link import Link
 from cellnet.message import Message, MessageHeaderKey, MessageType
 from cellnet.requests import Reason, error_reply, reply_from_result
@@ -210,16 +211,36 @@ class Delivery:
             self._stats.messages_out(channel, count, size)
 
     # ----------------------------------------------------------------- receiving
+    @staticmethod
+    def _check_origin(link: Link, headers: dict) -> None:
+        """Refuse a message a peer could not have originated or relayed (spoofed origin)."""
+        origin = headers.get(_ORIGIN)
+        try:
+            ok = isinstance(origin, str) and owner_site(origin) == link.origin_site
+        except FQCNError:
+            ok = False
+        if not ok:
+            raise RemoteProtocolError(
+                f"{link.peer} sent a message from {origin!r}: a peer of site "
+                f"{link.origin_site} may only send its own site's messages"
+            )
+
     async def _on_frame(self, link: Link, frame: Frame) -> None:
         if frame.type is FrameType.MESSAGE:
             headers = frame.headers
+            if link.origin_site is not None:
+                self._check_origin(link, headers)
             dest = headers.get(K.DESTINATION.value)
             if dest == self.fqcn:
                 await self._accept(decode_message(frame))
             else:
                 await self._relay(headers, frame, None)
         elif frame.type is FrameType.BATCH:
-            await self._on_batch(decode_batch(frame))
+            msgs = decode_batch(frame)
+            if link.origin_site is not None:
+                for msg in msgs:
+                    self._check_origin(link, msg.headers)
+            await self._on_batch(msgs)
         else:
             raise RemoteProtocolError(f"unexpected {frame.type.name} frame on a cell link")
 

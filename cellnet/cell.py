@@ -183,6 +183,11 @@ class Cell(Delivery):
         link = Link(
             stream, peer, self._on_frame, on_closed=self._link_closed, config=self.link_config
         )
+        # Only our ancestors (and a configured parent) relay for the whole network; any other
+        # peer may only pass on messages of its own site (the one its certificate vouches for).
+        if not (_fqcn.is_ancestor(peer, self.fqcn) or peer == _fqcn.tree_parent(self.fqcn)
+                or peer == self.parent):
+            link.origin_site = _fqcn.owner_site(peer)
         old = self._links.get(peer)
         self._links[peer] = link
         self._routes.clear()

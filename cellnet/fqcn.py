@@ -218,6 +218,16 @@ def is_same_site(a: str, b: str) -> bool:
     return site(a) == site(b)
 
 
+@lru_cache(maxsize=4096)
+def owner_site(fqcn: str) -> str:
+    """The site that vouches for a cell: its root part without an agent suffix.
+
+    ``site-1.J1.a`` and ``site-1--probe`` both belong to ``site-1`` (whose
+    certificate they run with); used to check who may originate a message.
+    """
+    return validate(fqcn).split(SEPARATOR, 1)[0].split("--", 1)[0]
+
+
 def agent_site_fqcn(site_name: str, agent_id: str, job_id: str | None = None) -> str:
     """The FQCN of an external agent, as the reference ``client.defs`` builds it.
 

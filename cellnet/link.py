@@ -111,6 +111,9 @@ class Link:
         self._cancel: trio.CancelScope | None = None
         self._closed = False
         self.close_reason: str | None = None
+        #: Site every message arriving here must originate from (see Cell.add_link); None
+        #: for a link to one of our own ancestors, which relays traffic from anywhere.
+        self.origin_site: str | None = None
         self.finished = trio.Event()
         self.last_received = trio.current_time()
         #: counters: frames queued, bytes written, ``send_all`` calls, frames received
