@@ -55,6 +55,8 @@ class _SiteJob:
     child: ChildCell | None = None
     aborted: bool = False
     exited: trio.Event = field(default_factory=trio.Event)
+    #: set when a deploy's start-up is over (its child known, or not started at all)
+    settled: trio.Event = field(default_factory=trio.Event)
 
 
 class SiteRunner:
@@ -184,6 +186,7 @@ class SiteRunner:
                 if job.child is not None:
                     assert self._nursery is not None
                     self._nursery.start_soon(self._watch, job)
+                job.settled.set()
         if job.aborted:
             raise JobError(f"job {job_id} was aborted while starting")
         return P.ok_reply({"pid": job.child.pid if job.child else None})
@@ -204,8 +207,10 @@ class SiteRunner:
 
     async def _stop(self, job: _SiteJob) -> None:
         job.aborted = True
-        if job.scope is not None:
+        if job.scope is not None:  # still starting: cut it short, then stop what it started
             job.scope.cancel()
+            with trio.move_on_after(ABORT_GRACE):
+                await job.settled.wait()
         child = job.child or self.node.children.get(f"{self.name}.{job.job_id}")
         if child is None or child.returncode is not None:
             self.jobs.pop(job.job_id, None)
