@@ -128,13 +128,13 @@ async def _raw_large(kits: Path, port: int, size: int, n: int) -> float:
 # ---- the cell figures -----------------------------------------------------------
 
 
-async def _rr(cell: Cell, n: int, in_flight: int) -> float:
+async def _rr(cell: Cell, n: int, in_flight: int, topic: str = "echo") -> float:
     payload = b"r" * SMALL
     per_task = n // in_flight
 
     async def worker() -> None:
         for _ in range(per_task):
-            reply = await cell.send_request("site-1", CHANNEL, "echo", payload, timeout=30)
+            reply = await cell.send_request("site-1", CHANNEL, topic, payload, timeout=30)
             assert reply.return_code == "ok", reply
 
     t0 = time.perf_counter()
@@ -202,6 +202,7 @@ async def _cell_figures(kits: Path, sizes: _Sizes) -> dict:
                 await linked.wait()
             await _rr(cell, 200, 1)  # warm up
             out["rr1"] = await _rr(cell, sizes.rr1, 1)
+            out["rr1_sync"] = await _rr(cell, sizes.rr1, 1, "echo_sync")
             out["rr64"] = await _rr(cell, sizes.rr64, 64)
             sent = [0]
             out["fnf"] = await _fnf(cell, sizes.fnf, False, sent)
@@ -257,8 +258,10 @@ def measure(quick: bool) -> tuple[dict, dict]:
 def run(quick: bool) -> list[Row]:
     base, cell = measure(quick)
     rows = [
-        Row(GROUP, "request/reply 100 B, 1 in flight", cell["rr1"], "req/s",
+        Row(GROUP, "request/reply 100 B, 1 in flight (async handler)", cell["rr1"], "req/s",
             "bare trio.SSLStream ping-pong", base["ping_stock"], ">= 0.8x"),
+        Row(GROUP, "request/reply 100 B, 1 in flight (sync handler)", cell["rr1_sync"],
+            "req/s", "bare trio.SSLStream ping-pong", base["ping_stock"], ">= 0.8x"),
         Row(GROUP, "request/reply 100 B, 1 in flight (vs ours)", cell["rr1"], "req/s",
             "bare TLSStream ping-pong", base["ping_ours"]),
         Row(GROUP, "request/reply 100 B, 64 in flight", cell["rr64"], "req/s",

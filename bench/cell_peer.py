@@ -147,6 +147,10 @@ async def _echo(msg):
     return msg.payload
 
 
+def _echo_sync(msg):
+    return msg.payload
+
+
 async def _ack(msg):
     return None
 
@@ -155,6 +159,7 @@ async def _cell(kit: str, port: int, n_jobs: int) -> None:
     counter = _Counter()
     async with Cell("site-1") as site:
         site.register_request_cb(CHANNEL, "echo", _echo)
+        site.register_request_cb(CHANNEL, "echo_sync", _echo_sync)
         site.register_request_cb(CHANNEL, "ack", _ack)
         site.register_request_cb(CHANNEL, "sink", counter.sink)
         site.register_request_cb(CHANNEL, "drain", counter.drain)
