@@ -34,7 +34,8 @@ from cell_peer import BULK, CHANNEL, COMMAND, HOST, LEN, PING, PIPE, Reader, cel
 from common import Row
 
 from cellnet.cell import Cell
-from cellnet.security import client_context, provision
+from cellnet.security import client_context
+from cellnet.security.local import provision_local
 from cellnet.transport import TLSStream, serve_links
 
 GROUP = "cell"
@@ -42,18 +43,6 @@ MiB = 1 << 20
 SMALL = 100
 JOBS = 256
 
-PROJECT = """\
-name = "bench"
-
-[server]
-host = "localhost"
-fl_port = 8002
-admin_port = 8003
-
-[[sites]]
-name = "site-1"
-org = "bench"
-"""
 
 
 class _Sizes:
@@ -247,8 +236,7 @@ def measure(quick: bool) -> tuple[dict, dict]:
     sizes = _Sizes(quick)
     with tempfile.TemporaryDirectory(prefix="bench-cell-") as tmp:
         root = Path(tmp)
-        (root / "project.toml").write_text(PROJECT)
-        provision(root / "project.toml", root / "kits")
+        provision_local(root, "bench", ["site-1"], host="localhost")
         kits = root / "kits"
         base = trio.run(_baselines, kits, sizes)
         cell = trio.run(_cell_figures, kits, sizes)

@@ -21,7 +21,8 @@ from pathlib import Path
 import trio
 from common import Row, gbps
 
-from cellnet.security import client_context, provision, server_context
+from cellnet.security import client_context, server_context
+from cellnet.security.local import provision_local
 from cellnet.transport import TLSStream
 
 GROUP = "tls"
@@ -30,18 +31,6 @@ CHUNK = MiB
 PING = 100
 HOST = "127.0.0.1"
 
-PROJECT = """\
-name = "bench"
-
-[server]
-host = "localhost"
-fl_port = 8002
-admin_port = 8003
-
-[[sites]]
-name = "site-1"
-org = "bench"
-"""
 
 
 # ---- the receiver process -----------------------------------------------
@@ -187,8 +176,7 @@ def run(quick: bool) -> list[Row]:
     repeat = 3
     with tempfile.TemporaryDirectory(prefix="bench-tls-") as tmp:
         root = Path(tmp)
-        (root / "project.toml").write_text(PROJECT)
-        provision(root / "project.toml", root / "kits")
+        provision_local(root, "bench", ["site-1"], host="localhost")
         kits = root / "kits"
         bulk = {m: gbps(nbytes, _median(kits, m, "bulk", nbytes, repeat))
                 for m in ("blocking", "sslstream", "tlsstream")}

@@ -303,11 +303,9 @@ class Link:
                 ftype = frame.type
                 if ftype is FrameType.PING:
                     self._send_control(_PONG)
-                elif ftype is FrameType.PONG:
-                    pass
                 elif ftype is FrameType.GOAWAY:
                     return f"peer said goodbye: {frame.headers.get('reason', 'no reason')}"
-                else:
+                elif ftype is not FrameType.PONG:  # a PONG only proves the peer is alive
                     await self._on_frame(self, frame)
 
     async def _heartbeat(self) -> str:

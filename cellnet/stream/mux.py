@@ -16,6 +16,7 @@ by chunk (see :mod:`cellnet.stream.relay`).
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -169,10 +170,8 @@ class StreamMux:
 
     def _drop_out(self, sid: int) -> None:
         s = self._out.pop(sid, None)
-        try:
+        with contextlib.suppress(ValueError):
             self._rr.remove(sid)
-        except ValueError:
-            pass
         if s is not None and s.finished:
             if s.error is None:
                 self._events.append(SendCompleted(sid))

@@ -48,6 +48,7 @@ close_notify (mid-record or not), is ``trio.BrokenResourceError``; use after
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
 import ssl
@@ -303,11 +304,10 @@ class TLSStream(trio.abc.Stream):
                 want_read = True
             except ssl.SSLError as exc:
                 self._break()
-                with trio.move_on_after(1):  # let the peer see our alert, if it can
-                    try:
-                        await self._flush()
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        pass
+                with trio.move_on_after(1), contextlib.suppress(  # let the peer see our alert
+                    trio.BrokenResourceError, trio.ClosedResourceError
+                ):
+                    await self._flush()
                 if isinstance(exc, ssl.SSLEOFError):
                     msg = "the peer closed during the TLS handshake"
                     raise trio.BrokenResourceError(msg) from exc
