@@ -62,6 +62,13 @@ def _cmd_run(argv: list[str]) -> int:
     return process_main(argv)
 
 
+def _cmd_simulate(argv: list[str]) -> int:
+    """Run a job on a throw-away local federation (cellnet.simulate.simulate_main)."""
+    from cellnet.simulate import simulate_main
+
+    return simulate_main(argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cellnet",
@@ -93,11 +100,23 @@ def build_parser() -> argparse.ArgumentParser:
         "[--connect-timeout S] [--job NAME] [-v]; see 'cellnet run --help'",
         add_help=False,
     )
+    sub.add_parser(
+        "simulate",
+        help="run a job folder on a throw-away local federation (server + N sites, mTLS)",
+        description="cellnet simulate <job-folder> | --example NAME [-n N]; "
+        "see 'cellnet simulate --help'",
+        add_help=False,
+    )
     return parser
 
 
 #: Subcommands that own their argument parsing; ``main`` hands them the rest of argv.
-_PASS_THROUGH = {"bench": _cmd_bench, "provision": _cmd_provision, "run": _cmd_run}
+_PASS_THROUGH = {
+    "simulate": _cmd_simulate,
+    "bench": _cmd_bench,
+    "provision": _cmd_provision,
+    "run": _cmd_run,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,7 +43,9 @@ class JobClient:
                 info = {}
         cls = _KINDS.get(str(info.get("kind")), JobError)
         if cls is JobValidationError:
-            raise JobValidationError(f"{topic} refused: {reply.error}", info.get("problems"))
+            problems = info.get("problems")
+            what = f"{topic} refused" if problems else f"{topic} refused: {reply.error}"
+            raise JobValidationError(what, problems)
         raise cls(f"{topic} refused ({reply.return_code}): {reply.error}")
 
     async def submit(self, job: str | os.PathLike[str] | bytes,

@@ -152,8 +152,10 @@ class ServerRunner:
         if not isinstance(content, bytes):
             raise JobValidationError("submit: 'content' (the job folder zip) is missing")
         submitter = Submitter(name=msg.origin or "")
+        known = self.sessions.known  # the project's sites, when the server was told them
         result = self.store.submit(content, submit_token=doc.get("submit_token"),
                                    submitter=submitter,
+                                   sites=sorted(known) if known is not None else None,
                                    job_folder_name=str(doc.get("folder_name") or ""))
         self.wake()
         return {"job_id": result.job_id, "created": result.created,

@@ -1,0 +1,190 @@
+"""``cellnet simulate``: run a job on a throw-away federation on this machine.
+
+A fresh project is provisioned (its own CA, one kit per participant); the
+server and N sites run as cells in this process over real mutual-TLS links on
+127.0.0.1, and every job cell runs in a child process exactly as in
+production.  The job is submitted, its status changes are printed as they
+happen, and at the end the command prints the results and where the
+workspace and logs are.  Exit status: 0 when the job finished COMPLETED, 1
+when it ended otherwise, 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import pprint
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from cellnet.defs import JobMetaKey, RunStatus
+from cellnet.errors import CellnetError
+
+_ENDED = [s for s in RunStatus if s.value.startswith("FINISHED")]
+
+
+def _find_example(name: str) -> pathlib.Path | None:
+    """examples/<name> of the source checkout (current directory or the package's parent)."""
+    import cellnet
+
+    for root in (pathlib.Path.cwd(), pathlib.Path(cellnet.__file__).resolve().parent.parent):
+        candidate = root / "examples" / name
+        if (candidate / "meta.json").is_file():
+            return candidate
+    return None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cellnet simulate",
+        description="Run a job folder on a throw-away federation of this machine: a server "
+        "and N sites over mutual TLS on 127.0.0.1, job cells as child processes.",
+    )
+    p.add_argument("job", nargs="?", help="job folder (meta.json + one folder per app)")
+    p.add_argument("--example", metavar="NAME", help="run examples/NAME of the source checkout")
+    p.add_argument("-n", "--sites", type=int, default=2, metavar="N",
+                   help="number of sites, named site-1 ... site-N (default 2)")
+    p.add_argument("--workspace", metavar="DIR",
+                   help="where kits, job data and logs go (default: ./simulate/<time>)")
+    p.add_argument("--resources", default='{"slots": 4}', metavar="JSON",
+                   help="what each site offers to jobs' resource_spec (default: "
+                   '\'{"slots": 4}\')')
+    p.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="give up when the job has not ended after this long (default 600)")
+    return p
+
+
+def _say(text: str) -> None:
+    print(f"cellnet simulate: {text}", flush=True)
+
+
+async def _run(job: pathlib.Path, n_sites: int, root: pathlib.Path, timeout: float,
+               resources: dict[str, float]) -> int:
+    import contextlib
+
+    from cellnet.fl import JobStore
+    from cellnet.fl.runtime import JobClient, ServerRunner, SiteRunner
+    from cellnet.node import CellNode
+    from cellnet.security.local import provision_local
+    from cellnet.transport import Backoff
+
+    sites = [f"site-{i}" for i in range(1, n_sites + 1)]
+    kits = provision_local(root / "project", "simulate", sites)
+    _say(f"provisioned a project with {n_sites} site(s): {kits}")
+    backoff = Backoff(base=0.05, cap=0.5)
+    async with contextlib.AsyncExitStack() as stack:
+        server = await stack.enter_async_context(CellNode(kits / "server", listen=("127.0.0.1", 0)))
+        await stack.enter_async_context(ServerRunner(server, JobStore(root / "server" / "jobs"),
+                                                     workspace=root / "server" / "run",
+                                                     known_sites=sites))
+        _say("server listening on {}:{}".format(*server.address))
+        for name in sites:
+            node = await stack.enter_async_context(
+                CellNode(kits / name, connect=server.address, backoff=backoff))
+            runner = await stack.enter_async_context(
+                SiteRunner(node, resources, workspace=root / name))
+            with trio.fail_after(30):
+                await runner.login()
+        _say(f"sites linked and logged in: {', '.join(sites)}")
+        admin = await stack.enter_async_context(
+            CellNode(kits / sites[0], f"{sites[0]}--admin", connect=server.address,
+                     backoff=backoff))
+        await admin.wait_connected(30)
+        client = JobClient(admin.cell)
+        sub = await client.submit(job)
+        job_id = sub["job_id"]
+        _say(f"submitted {job.name} as job {job_id}")
+        meta = await _follow(client, job_id, timeout)
+        status = meta[JobMetaKey.STATUS]
+        _say(f"job {job_id} ended: {status}")
+        if status != RunStatus.FINISHED_COMPLETED:
+            for err in await client.show_errors(job_id):
+                _say(f"error from {err.get('site')}: {str(err.get('error')).strip()}")
+        results = await client.get_results(job_id)
+        if results is not None:
+            text = pprint.pformat(results, width=100, compact=True)
+            _say("results:")
+            print(text if len(text) < 4000 else text[:4000] + "\n...", flush=True)
+    _say(f"workspace: {root}")
+    _say(f"logs: {root / 'log.txt'} (audit: {root / 'audit.log'})")
+    return 0 if status == RunStatus.FINISHED_COMPLETED else 1
+
+
+async def _follow(client: Any, job_id: str, timeout: float) -> dict[str, Any]:
+    """Print each status change with its time; return the final meta."""
+    seen = 0
+    t0 = time.monotonic()
+    with trio.fail_after(timeout):
+        while True:
+            meta = await client.get_meta(job_id)
+            history = meta.get("status_history", [])
+            for entry in history[seen:]:
+                reason = f" ({entry.get('reason')})" if entry.get("reason") else ""
+                _say(f"  {time.monotonic() - t0:6.1f} s  {entry.get('status')}{reason}")
+            seen = len(history)
+            if meta[JobMetaKey.STATUS] in _ENDED:
+                return meta
+            await trio.sleep(0.2)
+
+
+def simulate_main(argv: Sequence[str] | None = None) -> int:
+    """``cellnet simulate``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    if (args.job is None) == (args.example is None):
+        print("cellnet simulate: give a job folder or --example NAME", file=sys.stderr)
+        return 2
+    if args.example is not None:
+        job = _find_example(args.example)
+        if job is None:
+            print(f"cellnet simulate: no example {args.example!r} (run from a cellnet "
+                  "source checkout)", file=sys.stderr)
+            return 2
+    else:
+        job = pathlib.Path(args.job)
+    if not (job / "meta.json").is_file():
+        print(f"cellnet simulate: {job} is not a job folder (no meta.json)", file=sys.stderr)
+        return 2
+    if not 1 <= args.sites <= 64:
+        print("cellnet simulate: -n must be between 1 and 64", file=sys.stderr)
+        return 2
+    try:
+        resources = json.loads(args.resources)
+        if not isinstance(resources, dict) or not all(
+            isinstance(v, int | float) for v in resources.values()
+        ):
+            raise ValueError("an object of numbers")
+    except ValueError as exc:
+        print(f"cellnet simulate: --resources must be a JSON object of numbers: {exc}",
+              file=sys.stderr)
+        return 2
+    root = pathlib.Path(args.workspace or pathlib.Path("simulate") / time.strftime("%Y%m%d-%H%M%S"))
+    root = root.resolve()
+    from cellnet.workspace import Workspace
+
+    ws = Workspace(root)
+    ws.create()
+    with ws.open_logs():
+        try:
+            return trio.run(_run, job.resolve(), args.sites, root, args.timeout, resources)
+        except BaseException as group:
+            exc = _leaf(group)
+            if isinstance(exc, trio.TooSlowError):
+                print(f"cellnet simulate: the job did not end within {args.timeout:g} s; "
+                      f"logs in {root / 'log.txt'}", file=sys.stderr)
+                return 1
+            if isinstance(exc, CellnetError):
+                print(f"cellnet simulate: {type(exc).__name__}: {exc}", file=sys.stderr)
+                return 1
+            raise
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The single exception inside (nested) one-member exception groups, else ``exc``."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
