@@ -30,6 +30,7 @@ relay never holds a whole payload, is the next step.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -115,7 +116,8 @@ class LinkStreams:
         finally:
             self._waiting.pop(tx.stream_id, None)
             if not waiter.done.is_set() and not self._closed:  # timed out or cancelled
-                self.mux.cancel(tx.stream_id, "sender gave up")
+                with contextlib.suppress(StreamError):  # it may have just finished
+                    self.mux.cancel(tx.stream_id, "sender gave up")
                 self._wake.unpark_all()
         if not finished:
             raise LinkBusyError(f"stream to {self.link.peer} not through within {timeout} s")
@@ -161,7 +163,7 @@ class LinkStreams:
         try:
             events = self.mux.receive(frame)
         except StreamError as exc:  # a header the mux cannot even attribute to a stream
-            raise RemoteProtocolError(f"bad stream frame: {exc}") from exc
+            raise RemoteProtocolError(f"bad {frame.type.name} frame: {exc}") from exc
         self._wake.unpark_all()  # credit arrived, or a CREDIT/RESET of ours is queued
         return self._settle(events)
 

@@ -24,6 +24,11 @@ Bulk fire-and-forget messages are gathered per next hop and sent as one BATCH
 frame when ``bulk_max_bytes`` is reached or ``bulk_interval`` seconds after
 the first one, whichever comes first; a link writes frames in the order they
 were queued, so bulk messages arrive in order.
+
+A message whose payload exceeds ``LinkConfig.stream_threshold`` travels as a
+chunked, credit flow-controlled stream that interleaves with small frames and
+is reassembled into an ordinary Message on arrival (see
+:mod:`cellnet._streaming`).
 """
 
 from __future__ import annotations
