@@ -17,6 +17,7 @@ from typing import Any
 
 import trio
 
+from cellnet._streaming import STREAM_TYPES, is_large
 from cellnet.defs import CellReturnCode
 from cellnet.errors import (
     CellnetError,
@@ -107,6 +108,7 @@ class Delivery:
     bulk_interval: float
     bulk_max_bytes: int
     send_timeout: float
+    link_config: Any
     _links: dict[str, Link]
     _routes: dict[str, str | None]
     _bulk: dict[str, _Batch]
@@ -241,8 +243,29 @@ class Delivery:
                 for msg in msgs:
                     self._check_origin(link, msg.headers)
             await self._on_batch(msgs)
+        elif frame.type in STREAM_TYPES:
+            await self._on_stream_frame(link, frame)
         else:
             raise RemoteProtocolError(f"unexpected {frame.type.name} frame on a cell link")
+
+    async def _on_stream_frame(self, link: Link, frame: Frame) -> None:
+        """A stream frame: a message it completed is accepted here or relayed in a task."""
+        for msg in link.streams.receive(frame):  # type: ignore[union-attr]
+            headers = msg.headers
+            if link.origin_site is not None:
+                self._check_origin(link, headers)
+            if headers.get(_DESTINATION) == self.fqcn:
+                await self._accept(msg)
+            else:  # reassembled here, sent on whole (chunk-wise relaying: the next step)
+                self._running().start_soon(self._relay_streamed, msg)
+
+    async def _relay_streamed(self, msg: Message) -> None:
+        """Relay a reassembled stream's message in a task of its own (not the reader's)."""
+        try:
+            await self._relay(msg.headers, None, msg)
+        except CellnetError as exc:
+            log.warning("relay of a streamed message failed: %s", exc)
+            self._stats.error("relay_failed")
 
     async def _on_batch(self, msgs: list[Message]) -> None:
         """Deliver a batch's messages in order; fire-and-forget ones for a plain sync handler
@@ -349,7 +372,11 @@ class Delivery:
         try:
             if frame is None:
                 assert msg is not None
-                await self._bulk_add(hop, msg)
+                link = self._links.get(hop)
+                if link is not None and is_large(link, msg.payload):  # a reassembled stream
+                    await self._send_via(hop, msg, self.send_timeout)  # type: ignore[attr-defined]
+                else:
+                    await self._bulk_add(hop, msg)
                 return
             body = None if frame.flags & FrameFlags.NO_PAYLOAD else frame.payload
             segments = encode_frame(
@@ -373,7 +400,7 @@ class Delivery:
         """
         dest = reply.headers.get(_DESTINATION)
         link = self._links.get(dest) if type(dest) is str else None
-        if link is None or link.closed:
+        if link is None or link.closed or is_large(link, reply.payload):
             return False
         if segments is None:
             reply.headers[_HOP_COUNT] = 0
@@ -420,11 +447,13 @@ class Delivery:
             f"{type(exc).__name__}: {exc}",
         )
 
-    def _checked_reply(self, request: Message, result: Any) -> tuple[Message, list]:
+    def _checked_reply(self, request: Message, result: Any) -> tuple[Message, list | None]:
         """The reply for a handler's result, encoded here (a bad one fails now, not in the
         writer) once: the segments are what the link sends."""
         reply = reply_from_result(request, result)
         reply.headers[_HOP_COUNT] = 0
+        if payload_nbytes(reply.payload) > self.link_config.stream_threshold:
+            return reply, None  # too big for one frame: it goes as a stream
         return reply, encode_message(reply, limits=self._limits)
 
     def _serve_now(self, handler: Any, request: Message) -> tuple[Message, list | None]:

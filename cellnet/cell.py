@@ -24,6 +24,11 @@ Bulk fire-and-forget messages are gathered per next hop and sent as one BATCH
 frame when ``bulk_max_bytes`` is reached or ``bulk_interval`` seconds after
 the first one, whichever comes first; a link writes frames in the order they
 were queued, so bulk messages arrive in order.
+
+A message whose payload exceeds ``LinkConfig.stream_threshold`` travels as a
+chunked, credit flow-controlled stream that interleaves with small frames and
+is reassembled into an ordinary Message on arrival (see
+:mod:`cellnet._streaming`).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import trio.testing
 
 from cellnet import fqcn as _fqcn
 from cellnet._delivery import Delivery, _as_message, _Batch, _name
+from cellnet._streaming import LinkStreams, is_large
 from cellnet.defs import CellReturnCode
 from cellnet.errors import (
     LimitExceededError,
@@ -188,16 +194,21 @@ class Cell(Delivery):
         if not (_fqcn.is_ancestor(peer, self.fqcn) or peer == _fqcn.tree_parent(self.fqcn)
                 or peer == self.parent):
             link.origin_site = _fqcn.owner_site(peer)
+        # stream ids are split by parity: the cell with the smaller name numbers its streams odd
+        link.streams = streams = LinkStreams(link, initiator=self.fqcn < peer)
         old = self._links.get(peer)
         self._links[peer] = link
         self._routes.clear()
         if old is not None:
             old.close("replaced by a new link")
         nursery.start_soon(link.run)
+        nursery.start_soon(streams.pump)
         await trio.lowlevel.checkpoint()
         return link
 
     def _link_closed(self, link: Link) -> None:
+        if isinstance(link.streams, LinkStreams):
+            link.streams.close(f"link to {link.peer} closed: {link.close_reason}")
         if self._links.get(link.peer) is link:
             del self._links[link.peer]
             self._routes.clear()
@@ -272,6 +283,10 @@ class Cell(Delivery):
         link = self._links.get(hop)
         if link is None:
             raise LinkClosedError(f"no link to {hop}")
+        if is_large(link, msg.payload):  # a stream of chunks (see cellnet._streaming)
+            await link.streams.send(msg, timeout)  # type: ignore[union-attr]
+            self._stats.message_out(msg.channel, payload_nbytes(msg.payload))
+            return
         if segments is None:
             segments = encode_message(msg, limits=self._limits)
         if not (urgent and link.write_now(segments)):

@@ -65,9 +65,13 @@ class LinkConfig:
     read_size: int = 256 * 1024
     coalesce_below: int = 64 * 1024  # segments smaller than this are joined into one write
     limits: WireLimits = dataclasses.field(default_factory=WireLimits)
+    #: a message whose payload is bigger than this travels as a stream of chunks
+    stream_threshold: int = 4 * 1024 * 1024
+    stream_chunk: int = 1024 * 1024  # bytes per stream chunk
 
     def __post_init__(self) -> None:
-        for name in ("max_queued_bytes", "read_size", "coalesce_below"):
+        for name in ("max_queued_bytes", "read_size", "coalesce_below", "stream_threshold",
+                     "stream_chunk"):
             value = getattr(self, name)
             if type(value) is not int or value < 1:
                 raise ValueError(f"LinkConfig.{name} must be a positive int, got {value!r}")
@@ -114,6 +118,8 @@ class Link:
         #: Site every message arriving here must originate from (see Cell.add_link); None
         #: for a link to one of our own ancestors, which relays traffic from anywhere.
         self.origin_site: str | None = None
+        #: the owner's per-link stream state (a Cell puts a ``cellnet._streaming.LinkStreams``)
+        self.streams: object | None = None
         self.finished = trio.Event()
         self.last_received = trio.current_time()
         #: counters: frames queued, bytes written, ``send_all`` calls, frames received
@@ -212,6 +218,13 @@ class Link:
         self.writes += len(buffers) - 1
         self._queued -= nbytes
         self._space.unpark_all()
+
+    async def wait_queued_below(self, nbytes: int) -> None:
+        """Wait until fewer than ``nbytes`` are queued (LinkClosedError if the link closes)."""
+        while self._queued >= nbytes:
+            self._check_open()
+            await self._space.park()
+        self._check_open()
 
     async def send(self, segments: list, *, timeout: float | None = None) -> None:
         """Queue one encoded frame (its segments), waiting while the queue is full.
