@@ -155,7 +155,7 @@ class LinkStreams:
                     await link.wait_queued_below(link.config.stream_chunk)
                 await link.send(frame.encode())
         except LinkClosedError:
-            pass
+            return  # the link's close handler fails this link's streams
 
     # ------------------------------------------------------------------ receiving
     def receive(self, frame: Any) -> list[Message]:

@@ -22,13 +22,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _find_bench() -> pathlib.Path | None:
     """bench/run.py of the source checkout: the current directory or the package's parent."""
-    import cellnet
+    from cellnet._checkout import find_in_checkout
 
-    for root in (pathlib.Path.cwd(), pathlib.Path(cellnet.__file__).resolve().parent.parent):
-        candidate = root / "bench" / "run.py"
-        if candidate.is_file():
-            return candidate
-    return None
+    return find_in_checkout("bench/run.py")
 
 
 def _cmd_bench(argv: list[str]) -> int:

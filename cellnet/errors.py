@@ -8,6 +8,17 @@ still catch them.
 from __future__ import annotations
 
 
+def unwrap_group(exc: BaseException) -> BaseException:
+    """The single exception inside (nested) one-member exception groups, else ``exc``.
+
+    trio nurseries wrap a failure in groups; entry points use this to report
+    (and classify) the error that actually happened.
+    """
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
 class CellnetError(Exception):
     """Base of every error cellnet raises on purpose."""
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import trio
 
-from cellnet.errors import AuthError, CellnetError, LinkError, ProvisionError
+from cellnet.errors import AuthError, CellnetError, LinkError, ProvisionError, unwrap_group
 from cellnet.node import CellNode
 from cellnet.security import Kind, StartupKit
 from cellnet.workspace import Workspace
@@ -87,12 +87,6 @@ def _host_port(text: str) -> tuple[str, int]:
         raise ValueError(f"--p2p-listen wants HOST:PORT, got {text!r}")
     return host, int(port)
 
-
-def _leaf(exc: BaseException) -> BaseException:
-    """The single exception inside (nested) one-member groups, else ``exc``."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 
 def _node(args: argparse.Namespace, kit: StartupKit, ws: Workspace) -> CellNode:
@@ -170,7 +164,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
         try:
             trio.run(_serve, node, args.job)
         except BaseException as group:
-            exc = _leaf(group)
+            exc = unwrap_group(group)
             if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
                 return _error(str(exc), EXIT_USAGE)
             if isinstance(exc, AuthError):

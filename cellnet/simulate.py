@@ -12,6 +12,7 @@ when it ended otherwise, 2 for bad arguments.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import pathlib
 import pprint
@@ -23,20 +24,15 @@ from typing import Any
 import trio
 
 from cellnet.defs import JobMetaKey, RunStatus
-from cellnet.errors import CellnetError
-
-_ENDED = [s for s in RunStatus if s.value.startswith("FINISHED")]
+from cellnet.errors import CellnetError, unwrap_group
+from cellnet.fl.job_store import FINISHED_STATUSES
 
 
 def _find_example(name: str) -> pathlib.Path | None:
     """examples/<name> of the source checkout (current directory or the package's parent)."""
-    import cellnet
+    from cellnet._checkout import find_in_checkout
 
-    for root in (pathlib.Path.cwd(), pathlib.Path(cellnet.__file__).resolve().parent.parent):
-        candidate = root / "examples" / name
-        if (candidate / "meta.json").is_file():
-            return candidate
-    return None
+    return find_in_checkout(f"examples/{name}", "meta.json")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,8 +61,6 @@ def _say(text: str) -> None:
 
 async def _run(job: pathlib.Path, n_sites: int, root: pathlib.Path, timeout: float,
                resources: dict[str, float]) -> int:
-    import contextlib
-
     from cellnet.fl import JobStore
     from cellnet.fl.runtime import JobClient, ServerRunner, SiteRunner
     from cellnet.node import CellNode
@@ -127,7 +121,7 @@ async def _follow(client: Any, job_id: str, timeout: float) -> dict[str, Any]:
                 reason = f" ({entry.get('reason')})" if entry.get("reason") else ""
                 _say(f"  {time.monotonic() - t0:6.1f} s  {entry.get('status')}{reason}")
             seen = len(history)
-            if meta[JobMetaKey.STATUS] in _ENDED:
+            if meta[JobMetaKey.STATUS] in FINISHED_STATUSES:
                 return meta
             await trio.sleep(0.2)
 
@@ -172,7 +166,7 @@ def simulate_main(argv: Sequence[str] | None = None) -> int:
         try:
             return trio.run(_run, job.resolve(), args.sites, root, args.timeout, resources)
         except BaseException as group:
-            exc = _leaf(group)
+            exc = unwrap_group(group)
             if isinstance(exc, trio.TooSlowError):
                 print(f"cellnet simulate: the job did not end within {args.timeout:g} s; "
                       f"logs in {root / 'log.txt'}", file=sys.stderr)
@@ -183,8 +177,3 @@ def simulate_main(argv: Sequence[str] | None = None) -> int:
             raise
 
 
-def _leaf(exc: BaseException) -> BaseException:
-    """The single exception inside (nested) one-member exception groups, else ``exc``."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc

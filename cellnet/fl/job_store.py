@@ -57,7 +57,8 @@ CONTENT_HASH = "job_content_hash"
 SCHEMA_VERSION = 1
 
 _F = RunStatus
-_FINISHED = frozenset(s for s in RunStatus if s.value.startswith("FINISHED:"))
+#: The final statuses of a job (every ``FINISHED:*`` one).
+FINISHED_STATUSES = frozenset(s for s in RunStatus if s.value.startswith("FINISHED:"))
 _CANCEL = {_F.FINISHED_CANT_SCHEDULE, _F.FINISHED_ABORTED, _F.ABANDONED}
 _ENDED = {_F.FINISHED_ABORTED, _F.FINISHED_ABNORMAL, _F.FINISHED_EXECUTION_EXCEPTION}
 LEGAL_TRANSITIONS: Mapping[RunStatus, frozenset[RunStatus]] = {
@@ -65,7 +66,7 @@ LEGAL_TRANSITIONS: Mapping[RunStatus, frozenset[RunStatus]] = {
     _F.APPROVED: frozenset({_F.DISPATCHED, _F.RUNNING, *_CANCEL}),
     _F.DISPATCHED: frozenset({_F.RUNNING, _F.FAILED_TO_RUN, *_ENDED}),
     _F.RUNNING: frozenset({_F.FINISHED_COMPLETED, *_ENDED}),
-    **{s: frozenset() for s in _FINISHED},
+    **{s: frozenset() for s in FINISHED_STATUSES},
 }
 
 # Meta keys only the store sets; a submitted meta.json cannot preset them.
@@ -350,7 +351,7 @@ class JobStore:
         meta[STATUS_HISTORY].append(_history_entry(status, now, reason))
         if status == RunStatus.RUNNING:
             meta[JobMetaKey.START_TIME] = now
-        if status in _FINISHED and meta.get(JobMetaKey.START_TIME) is not None:
+        if status in FINISHED_STATUSES and meta.get(JobMetaKey.START_TIME) is not None:
             meta[JobMetaKey.DURATION] = now - meta[JobMetaKey.START_TIME]
         self._put_meta(meta)
         return meta

@@ -48,7 +48,7 @@ import trio
 
 from cellnet import fqcn as _fqcn
 from cellnet.cell import Cell
-from cellnet.errors import AuthError, CellnetError, LinkError, RouteError
+from cellnet.errors import AuthError, CellnetError, LinkError, RouteError, unwrap_group
 from cellnet.link import LinkConfig
 from cellnet.node import _children, _p2p
 from cellnet.node._builtin import register_builtins
@@ -87,12 +87,6 @@ def _seconds(value: Any, what: str, *, allow_none: bool) -> float | None:
         raise ValueError(f"{what} must not be NaN")
     return float(value)
 
-
-def _leaf(exc: BaseException) -> BaseException:
-    """The single exception inside (nested) one-member exception groups, else ``exc``."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 
 
@@ -212,7 +206,7 @@ class CellNode:
             try:
                 await stack.__aexit__(type(exc), exc, exc.__traceback__)
             except BaseException as group:
-                if _leaf(group) is not exc:
+                if unwrap_group(group) is not exc:
                     raise
             raise
         return self
@@ -227,7 +221,7 @@ class CellNode:
         try:
             suppressed = await self._stack.__aexit__(*exc_info)
         except BaseException as group:
-            if exc_info[1] is not None and _leaf(group) is exc_info[1]:
+            if exc_info[1] is not None and unwrap_group(group) is exc_info[1]:
                 return False  # the body's own exception, unwrapped from the nurseries' groups
             raise
         finally:

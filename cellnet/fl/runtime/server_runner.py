@@ -38,7 +38,7 @@ import trio
 
 from cellnet.defs import CellReturnCode, CMIHeader, JobMetaKey, RunStatus
 from cellnet.errors import AuthError, CellnetError, JobError, JobValidationError
-from cellnet.fl.job_store import LEGAL_TRANSITIONS, JobStore, Submitter
+from cellnet.fl.job_store import FINISHED_STATUSES, LEGAL_TRANSITIONS, JobStore, Submitter
 from cellnet.fl.runtime import _proto as P
 from cellnet.fl.runtime.session import SERVER_CLIENT, SessionTable, cmi_headers
 from cellnet.fl.scheduler import Action, pick_jobs
@@ -50,7 +50,6 @@ __all__ = ["ServerRunner"]
 
 log = logging.getLogger("cellnet.fl.server")
 S = RunStatus
-_FINISHED = frozenset(s for s in RunStatus if s.value.startswith("FINISHED:"))
 
 
 @dataclass
@@ -178,7 +177,7 @@ class ServerRunner:
     async def _abort(self, doc: dict[str, Any], msg: Message) -> dict[str, Any]:
         job_id = str(doc.get("job_id"))
         status = RunStatus(self.store.get_meta(job_id)[JobMetaKey.STATUS])
-        if status in _FINISHED:
+        if status in FINISHED_STATUSES:
             raise JobError(f"job {job_id} has already ended ({status})")
         reason = f"aborted by {msg.origin}"
         if job_id in self.active:
