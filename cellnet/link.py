@@ -16,7 +16,9 @@ tasks in :meth:`Link.run`:
   a lone latency-sensitive frame on an idle link (:meth:`Link.write_now`) and
   the replies the reader produced from one read skip the writer's task hop
   when the stream can write synchronously (``TLSStream.send_segments_nowait``),
-  which halves the scheduler passes of a request/reply round trip;
+  which halves the scheduler passes of a request/reply round trip; the reply
+  to a read's only frame does not even wake the writer (a wake is a scheduler
+  pass), frames queued by any other task always do;
 * the **heartbeat** (optional) sends PING when nothing arrived for an interval
   and closes the link when the peer stays silent for ``idle_timeout``.  Both
   sides ping, so a link whose cells are busy with long local work stays up as
@@ -112,6 +114,9 @@ class Link:
         self._write_nowait = getattr(stream, "send_segments_nowait", None)
         self._writing = False  # the writer task is inside a send
         self._leftover = False  # a synchronous write left bytes in the stream: writer must flush
+        self._reader_task: trio.lowlevel.Task | None = None
+        self._defer = False  # the reader handles the first frame of a read (see _enqueue)
+        self._wake_pending = False  # a frame was queued without waking the writer
         self._cancel: trio.CancelScope | None = None
         self._closed = False
         self.close_reason: str | None = None
@@ -126,6 +131,7 @@ class Link:
         self.frames_out = 0
         self.bytes_out = 0
         self.writes = 0
+        self.writer_wakeups = 0  # times the writer task woke up (each costs a scheduler pass)
 
     def __repr__(self) -> str:
         state = f"closed: {self.close_reason}" if self._closed else "open"
@@ -156,6 +162,16 @@ class Link:
         self._queue.append((segments, nbytes))
         self._queued += nbytes
         self.frames_out += 1
+        if self._defer and trio.lowlevel.current_task() is self._reader_task:
+            # the reply to a lone request, queued by the reader itself: the reader writes it
+            # synchronously when the read is handled, so waking the writer would cost a
+            # scheduler pass for nothing (it wakes the writer itself if it cannot write)
+            self._wake_pending = True
+            return
+        self._has_data.unpark_all()
+
+    def _wake_writer(self) -> None:
+        self._wake_pending = False
         self._has_data.unpark_all()
 
     def send_nowait(self, segments: list) -> bool:
@@ -206,18 +222,26 @@ class Link:
         return True
 
     def _write_queued_now(self) -> None:
-        """Write what is queued at once if the writer is idle (replies made by the reader)."""
-        if self._write_nowait is None or self._writing or self._leftover or self._closed:
-            return
-        if not self._queue or self._queued >= self.config.coalesce_below:
-            return
-        buffers, nbytes = self._take_batch()
-        if not self._write_sync(buffers, nbytes):
-            self._queue.appendleft((buffers, nbytes))
-            return
-        self.writes += len(buffers) - 1
-        self._queued -= nbytes
-        self._space.unpark_all()
+        """Write what is queued at once if the writer is idle (replies made by the reader);
+        what cannot be written now is left to the writer, which is woken if it was not."""
+        try:
+            if self._write_nowait is None or self._writing or self._leftover or self._closed:
+                return
+            if not self._queue or self._queued >= self.config.coalesce_below:
+                return
+            buffers, nbytes = self._take_batch()
+            if not self._write_sync(buffers, nbytes):
+                self._queue.appendleft((buffers, nbytes))
+                return
+            self.writes += len(buffers) - 1
+            self._queued -= nbytes
+            self._space.unpark_all()
+        finally:
+            if self._wake_pending:
+                if self._queue:
+                    self._wake_writer()
+                else:
+                    self._wake_pending = False
 
     async def wait_queued_below(self, nbytes: int) -> None:
         """Wait until fewer than ``nbytes`` are queued (LinkClosedError if the link closes)."""
@@ -288,6 +312,7 @@ class Link:
                     self._writing = False
                     continue
                 await self._has_data.park()
+                self.writer_wakeups += 1
                 continue
             buffers, nbytes = self._take_batch()
             self._writing = True
@@ -302,24 +327,41 @@ class Link:
     async def _reader(self) -> str:
         decoder = self._decoder
         read_size = self.config.read_size
-        while True:
-            data = await self.stream.receive_some(read_size)
-            self.last_received = trio.current_time()
-            decoder.receive_data(data)
+        self._reader_task = trio.lowlevel.current_task()
+        try:
             while True:
-                frame = decoder.next_frame()
-                if frame is NEED_DATA:
-                    self._write_queued_now()  # e.g. the replies of inline-served requests
-                    break
-                if frame is CLOSED:
-                    return "peer closed the stream"
-                ftype = frame.type
-                if ftype is FrameType.PING:
-                    self._send_control(_PONG)
-                elif ftype is FrameType.GOAWAY:
-                    return f"peer said goodbye: {frame.headers.get('reason', 'no reason')}"
-                elif ftype is not FrameType.PONG:  # a PONG only proves the peer is alive
-                    await self._on_frame(self, frame)
+                data = await self.stream.receive_some(read_size)
+                self.last_received = trio.current_time()
+                decoder.receive_data(data)
+                first = True
+                while True:
+                    frame = decoder.next_frame()
+                    if frame is NEED_DATA:
+                        self._write_queued_now()  # e.g. the replies of inline-served requests
+                        break
+                    if self._wake_pending:  # more than one frame in this read: the writer
+                        self._wake_writer()  # coalesces their replies as usual
+                    if frame is CLOSED:
+                        return "peer closed the stream"
+                    ftype = frame.type
+                    if ftype is FrameType.PING:
+                        self._send_control(_PONG)
+                    elif ftype is FrameType.GOAWAY:
+                        return f"peer said goodbye: {frame.headers.get('reason', 'no reason')}"
+                    elif ftype is FrameType.MESSAGE and first and self._write_nowait is not None:
+                        # a lone message's reply may skip the writer (see _enqueue); whatever
+                        # is queued by then is written or handed to the writer at NEED_DATA
+                        self._defer = True
+                        try:
+                            await self._on_frame(self, frame)
+                        finally:
+                            self._defer = False
+                    elif ftype is not FrameType.PONG:  # a PONG only proves the peer is alive
+                        await self._on_frame(self, frame)
+                    first = False
+        finally:
+            if self._wake_pending:
+                self._wake_writer()
 
     async def _heartbeat(self) -> str:
         interval = self.config.heartbeat_interval

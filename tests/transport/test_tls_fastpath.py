@@ -185,3 +185,61 @@ async def test_tls_over_a_generic_stream_takes_the_slow_paths(server_ctx, client
         await client.aclose()
         assert await server.receive_some(10) == b""  # close_notify: a clean end
         await server.aclose()
+
+
+def _reply_frame(n: int) -> list:
+    return encode_frame(FrameType.MESSAGE, {"reply": n})
+
+
+async def test_reply_to_a_lone_frame_is_written_by_the_reader_without_waking_the_writer(
+    server_ctx, client_ctx
+):
+    replies: list[int] = []
+    got_reply = trio.Event()
+    release = trio.Event()
+
+    async def on_reply(link, frame):
+        replies.append(frame.headers["reply"])
+        got_reply.set()
+
+    async def serve(link, frame):
+        n = frame.headers["n"]
+        if n == 99:  # the reader blocks here: frames other tasks queue must still go out
+            await release.wait()
+        assert link.send_nowait(_reply_frame(n))
+
+    with trio.fail_after(10):
+        client, server = await tls_pair(server_ctx, client_ctx)
+        a = Link(client, "b", on_reply, config=QUIET)
+        b = Link(server, "a", serve, config=QUIET)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(a.run)
+            nursery.start_soon(b.run)
+            await trio.sleep(0.05)
+            for n in range(3):  # one frame per read: replies skip the writer entirely
+                got_reply = trio.Event()
+                assert a.write_now(_frame(n))
+                await got_reply.wait()
+            assert replies == [0, 1, 2]
+            assert b.writer_wakeups == 0 and b.writes == 3 and b.queued_bytes == 0
+
+            # two frames in one read: their replies are coalesced by the (woken) writer
+            assert a.send_nowait(_frame(3)) and a.send_nowait(_frame(4))
+            with trio.fail_after(5):
+                while len(replies) < 5:
+                    await trio.sleep(0.01)
+            assert replies[3:] == [3, 4]
+
+            # the reader blocked inside a frame: another task's frame wakes the writer
+            got_reply = trio.Event()
+            assert a.write_now(_frame(99))
+            await trio.sleep(0.05)
+            await b.send(_reply_frame(7))
+            await got_reply.wait()
+            assert replies[-1] == 7
+            release.set()
+            with trio.fail_after(5):
+                while replies[-1] != 99:
+                    await trio.sleep(0.01)
+            a.close("done")
+            b.close("done")
