@@ -111,6 +111,16 @@ async def _run(job: pathlib.Path, n_sites: int, root: pathlib.Path, timeout: flo
     return 0 if status == RunStatus.FINISHED_COMPLETED else 1
 
 
+def _short(reason: Any) -> str:
+    """A status reason on one line: a traceback's last line (its exception) and who sent it."""
+    text = str(reason)
+    if "Traceback (most recent call last)" not in text:
+        return text
+    who = text.split(":", 1)[0] if ": Traceback" in text else ""
+    last = [x for x in text.strip().splitlines() if x.strip()][-1].strip()
+    return f"{who}: {last}" if who else last
+
+
 class _Progress:
     """Draws workflow progress: one bar redrawn in place on a terminal, a line per change else."""
 
@@ -171,7 +181,7 @@ async def _follow(client: Any, job_id: str, timeout: float,
                 if ended and k == len(new) - 1:  # the last progress came before the end
                     progress.show(await client.get_progress(job_id))
                     progress.clear()
-                reason = f" ({entry.get('reason')})" if entry.get("reason") else ""
+                reason = f" ({_short(entry['reason'])})" if entry.get("reason") else ""
                 _say(f"  {time.monotonic() - t0:6.1f} s  {entry.get('status')}{reason}")
             if ended:
                 return meta

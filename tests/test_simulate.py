@@ -103,7 +103,11 @@ def test_a_round_with_too_few_results_ends_the_job_with_a_readable_reason(tmp_pa
     proc = _simulate(str(job), "--workspace", str(tmp_path / "w"), cwd=tmp_path)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "FINISHED:EXECUTION_EXCEPTION" in proc.stdout
-    assert "round 0: 1 of the 2 results needed were accepted" in proc.stdout
+    assert "round 0: 1 of the 2 results it needs were accepted" in proc.stdout
+    status = next(x for x in proc.stdout.splitlines() if "FINISHED:EXECUTION_EXCEPTION (" in x)
+    assert status.endswith("JobError: round 0: 1 of the 2 results it needs were accepted "
+                           "(train timeout 60 s); site-2: EXECUTION_EXCEPTION (RuntimeError: "
+                           "out of memory on site-2))")
     assert "site-2: EXECUTION_EXCEPTION (RuntimeError: out of memory on site-2)" in proc.stdout
 
 

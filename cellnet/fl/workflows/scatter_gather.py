@@ -178,8 +178,8 @@ class ScatterAndGather(Controller):
             fl_ctx=fl_ctx, result_received_cb=received)
         if agg.count < need:
             raise JobError(
-                f"round {rnd}: {agg.count} of the {need} results needed were accepted within "
-                f"the {self.train_timeout:g} s train timeout; {C.failure_text(results)}")
+                f"round {rnd}: {agg.count} of the {need} results it needs were accepted "
+                f"(train timeout {self.train_timeout:g} s); {C.failure_text(results)}")
         t0 = time.perf_counter()
         try:
             update = await trio.to_thread.run_sync(agg.aggregate)

@@ -79,7 +79,7 @@ async def test_a_round_with_too_few_results_fails_within_its_timeout(tmp_path):
             await run_flow(flow, engine)
         assert trio.current_time() - t0 < 5
     msg = str(info.value)
-    assert "round 0: 1 of the 2 results needed" in msg and "0.5 s train timeout" in msg
+    assert "round 0: 1 of the 2 results it needs" in msg and "train timeout 0.5 s" in msg
     assert "site-2: COMMUNICATION_ERROR" in msg
 
 
