@@ -142,9 +142,11 @@ class ScatterAndGather(Controller):
         spent = [0.0]  # seconds spent folding results in
         total = self.num_rounds - self.start_round
         answered = [0]
+        arrived: dict[str, float] = {}  # seconds from the round's start to each answer
 
         async def received(result: TaskResult) -> TaskResult | None:
             answered[0] += 1
+            arrived[result.client] = round(time.perf_counter() - t_round, 4)
             if result.ok and result.dxo is not None:
                 try:
                     async with lock:
@@ -193,7 +195,8 @@ class ScatterAndGather(Controller):
             "round": rnd, "contributors": agg.contributors, "rejected": rejected,
             "failed": {n: r.rc for n, r in results.items() if not r.ok and n not in rejected},
             "metrics": C.mean_metrics(metrics),
-            "seconds": time.perf_counter() - t_round, "aggregate_seconds": spent[0]}
+            "seconds": time.perf_counter() - t_round, "aggregate_seconds": spent[0],
+            "answered_after": arrived}
         await self._select_best(sent, summary["metrics"], rnd)
         await trio.to_thread.run_sync(self.persistor.save_round, self.model, rnd,
                                       C.workspace(self.engine))
