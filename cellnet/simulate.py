@@ -135,7 +135,7 @@ class _Progress:
         done = min(max(int(doc.get("rounds_done") or 0), 0), total)
         fill = round(_Progress.WIDTH * done / total)
         bar = "#" * fill + "-" * (_Progress.WIDTH - fill)
-        text = (f"[{bar}] {done}/{total} rounds  sites answered "
+        text = (f"[{bar}] {done}/{total} {doc.get('unit') or 'rounds'}  sites answered "
                 f"{doc.get('sites_answered', 0)}/{doc.get('sites_total', '?')}")
         metrics = doc.get("metrics") or {}
         if metrics:
@@ -189,55 +189,80 @@ async def _follow(client: Any, job_id: str, timeout: float,
             await trio.sleep(0.2)
 
 
+def _parts(results: Any) -> list[tuple[str, dict[str, Any]]]:
+    """The results and, for a sequence of workflows, each workflow's own results."""
+    if not isinstance(results, dict):
+        return []
+    return [("", results), *((k, v) for k, v in results.items() if isinstance(v, dict))]
+
+
+def _rounds(part: dict[str, Any]) -> list[dict[str, Any]] | None:
+    rounds = part.get("rounds")
+    if isinstance(rounds, list) and rounds and all(isinstance(r, dict) for r in rounds):
+        return rounds
+    return None
+
+
+def _round_line(r: dict[str, Any]) -> str:
+    line = f"  round {r.get('round')}: {len(r.get('contributors') or ())} result(s)"
+    if isinstance(r.get("seconds"), int | float):
+        line += f" in {r['seconds']:.2f} s"
+    if isinstance(r.get("aggregate_seconds"), int | float):
+        line += f" (aggregation {r['aggregate_seconds']:.3f} s)"
+    metrics = r.get("metrics") or {}
+    line += "".join(f" {k}={v:.4g}" for k, v in sorted(metrics.items())
+                    if isinstance(v, int | float))
+    for what in ("rejected", "failed"):
+        if r.get(what):
+            line += f" {what}: {r[what]}"
+    return line
+
+
 def _show_results(results: Any) -> None:
     """The results: a workflow's rounds one line each, a cross-site table as text."""
-    rounds = results.get("rounds") if isinstance(results, dict) else None
-    if not (isinstance(rounds, list) and all(isinstance(r, dict) for r in rounds)):
-        rounds = None
-    rest = {k: v for k, v in results.items() if k != "rounds"} if rounds else results
-    text = pprint.pformat(rest, width=100, compact=True)
+
+    def brief(part: Any) -> Any:
+        if not isinstance(part, dict):
+            return part
+        return {k: brief(v) for k, v in part.items()
+                if not (k == "rounds" and _rounds(part))
+                and not (k in ("text", "table") and isinstance(part.get("text"), str))}
+
+    text = pprint.pformat(brief(results), width=100, compact=True)
     _say("results:")
     print(text if len(text) < 4000 else text[:4000] + "\n...", flush=True)
-    for r in rounds or []:
-        line = f"  round {r.get('round')}: {len(r.get('contributors') or ())} result(s)"
-        if isinstance(r.get("seconds"), int | float):
-            line += f" in {r['seconds']:.2f} s"
-        if isinstance(r.get("aggregate_seconds"), int | float):
-            line += f" (aggregation {r['aggregate_seconds']:.3f} s)"
-        metrics = r.get("metrics") or {}
-        line += "".join(f" {k}={v:.4g}" for k, v in sorted(metrics.items())
-                        if isinstance(v, int | float))
-        for what in ("rejected", "failed"):
-            if r.get(what):
-                line += f" {what}: {r[what]}"
-        print(line, flush=True)
-    table = results.get("cross_site_eval") if isinstance(results, dict) else None
-    if isinstance(table, dict) and isinstance(table.get("text"), str):
-        _say("cross-site evaluation (rows: models, columns: sites that evaluated them):")
-        print(table["text"], flush=True)
+    for name, part in _parts(results):
+        rounds = _rounds(part)
+        if rounds:
+            _say(f"rounds of {name}:" if name else "rounds:")
+            for r in rounds:
+                print(_round_line(r), flush=True)
+        table = part.get("cross_site_eval")
+        if isinstance(table, dict) and isinstance(table.get("text"), str):
+            _say("cross-site evaluation (rows: models, columns: sites that evaluated them):")
+            print(table["text"], flush=True)
 
 
 def _show_model(results: Any) -> None:
     """Print the final model a workflow saved: in full when small, else names and shapes."""
-    path = results.get("final_model") if isinstance(results, dict) else None
-    if not isinstance(path, str) or not pathlib.Path(path).is_file():
-        return
     import numpy as np
 
     from cellnet.fl.persistor import load_npz
 
-    model = load_npz(path)
-    _say(f"final model ({path}):")
-    small = sum(a.size for a in model.values()) <= 1000
-    with np.printoptions(threshold=1000, linewidth=100):
-        for name, a in model.items():
-            if small:
-                print(f"{name} =\n{a}", flush=True)
-            else:
-                print(f"{name}: {a.dtype}{list(a.shape)}", flush=True)
-    if results.get("best_model"):
-        _say(f"best model: {results['best_model']}")
-    _say(f"models of every round: {pathlib.Path(path).parent}")
+    for _name, part in _parts(results):
+        path = part.get("final_model")
+        if not isinstance(path, str) or not pathlib.Path(path).is_file():
+            continue
+        model = load_npz(path)
+        _say(f"final model ({path}):")
+        small = sum(a.size for a in model.values()) <= 100
+        with np.printoptions(threshold=1000, linewidth=100):
+            for key, a in model.items():
+                print(f"{key} =\n{a}" if small else f"{key}: {a.dtype}{list(a.shape)}",
+                      flush=True)
+        if part.get("best_model"):
+            _say(f"best model: {part['best_model']}")
+        _say(f"models of every round: {pathlib.Path(path).parent}")
 
 
 def simulate_main(argv: Sequence[str] | None = None) -> int:

@@ -44,7 +44,15 @@ def test_digits_example_reaches_its_stated_accuracy(tmp_path, digits_modules):
                            "digits", "--workspace", str(tmp_path / "w")],
                           capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "10/10 rounds" in proc.stdout and "accuracy=" in proc.stdout
+    out = proc.stdout
+    assert "  round 9: 2 result(s)" in out and "accuracy=" in out
+    table = out.split("cross-site evaluation (rows: models, columns: sites that evaluated "
+                      "them):\n", 1)[1].splitlines()
+    assert table[0].split() == ["model", "\\", "site", "site-1", "site-2"]
+    assert [row.split()[0] for row in table[1:5]] == ["site-1", "site-2", "server:final",
+                                                      "server:best"]
+    final_row = [float(v) for v in table[3].split()[1:]]
+    assert min(final_row) > 0.85  # the global model does well on both sites' data
     final = next(tmp_path.glob("w/server/run/*/models/final.npz"))
     with np.load(final) as z:
         model = {k: z[k] for k in z.files}

@@ -4,6 +4,7 @@ from cellnet.fl.workflows.constants import DEFAULT_TASK_TIMEOUT, AppConstants
 from cellnet.fl.workflows.cross_site import CrossSiteEval, format_table
 from cellnet.fl.workflows.cyclic import CyclicWorkflow
 from cellnet.fl.workflows.scatter_gather import AGGREGATORS, ScatterAndGather
+from cellnet.fl.workflows.sequence import WorkflowSequence
 
 __all__ = [
     "AGGREGATORS",
@@ -12,5 +13,6 @@ __all__ = [
     "CrossSiteEval",
     "CyclicWorkflow",
     "ScatterAndGather",
+    "WorkflowSequence",
     "format_table",
 ]

@@ -7,6 +7,9 @@ with ``meta[model_owner]``, as a ``validate`` task to every site; a site
 answers with a METRICS DXO.  The job's results get a table
 ``{model owner: {validating site: {metric: value}}}`` (a failed evaluation
 is ``{"error": return code}``) and the same table as text for one metric.
+Server models join the rows: the persistor's model (``server``) and/or
+saved ones by name (``server_models``: ``["final", "best"]`` of a FedAvg run
+earlier in the same job, read from ``<job workspace>/models/``).
 No model at all ends the job with a reason naming every site's failure.
 """
 
@@ -59,7 +62,8 @@ class CrossSiteEval(Controller):
                  validation_task_name: str = AppConstants.TASK_VALIDATION,
                  submit_model_timeout: float = DEFAULT_TASK_TIMEOUT,
                  validation_timeout: float = DEFAULT_TASK_TIMEOUT,
-                 persistor: Any = None, metric: str | None = None) -> None:
+                 persistor: Any = None, metric: str | None = None,
+                 server_models: list[str] | None = None, models_dir: str = "models") -> None:
         for what, name in (("submit_model_task_name", submit_model_task_name),
                            ("validation_task_name", validation_task_name)):
             if not isinstance(name, str) or not name:
@@ -68,6 +72,10 @@ class CrossSiteEval(Controller):
         self.submit_timeout = C.check_seconds(submit_model_timeout, "submit_model_timeout")
         self.validation_timeout = C.check_seconds(validation_timeout, "validation_timeout")
         self.persistor_spec, self.metric = persistor, metric
+        if server_models is not None and (not isinstance(server_models, list) or not all(
+                isinstance(n, str) and n and "/" not in n for n in server_models)):
+            raise JobError(f"server_models must be a list of model names, got {server_models!r}")
+        self.server_models, self.models_dir = list(server_models or []), models_dir
 
     async def _collect(self, fl_ctx: FLContext, store: NPModelPersistor) -> dict[str, Any]:
         paths: dict[str, str] = {}
@@ -118,6 +126,12 @@ class CrossSiteEval(Controller):
         if self.persistor_spec is not None:
             persistor = C.make_persistor(self.persistor_spec, self.engine.app_dir)
             owners.append((SERVER_MODEL, persistor))
+        for name in self.server_models:  # e.g. "final", "best" of a FedAvg run before this
+            path = C.workspace(self.engine) / self.models_dir / f"{name}.npz"
+            if not path.is_file():
+                raise JobError(f"cross-site evaluation: server model {name!r} not found "
+                               f"({path})")
+            owners.append((f"{SERVER_MODEL}:{name}", str(path)))
         if not owners:
             raise JobError(f"cross-site evaluation: no site submitted a model; "
                            f"{collected['text']}")
@@ -126,7 +140,8 @@ class CrossSiteEval(Controller):
             await report_progress(self.engine, {
                 "workflow": type(self).__name__, "round": k, "rounds_done": k,
                 "num_rounds": len(owners), "sites_answered": 0,
-                "sites_total": len(self.clients), "metrics": {}, "model": owner})
+                "sites_total": len(self.clients), "metrics": {}, "model": owner,
+                "unit": "models evaluated"})
             if isinstance(source, str):
                 model = await trio.to_thread.run_sync(load_npz, source)
             else:
@@ -137,7 +152,7 @@ class CrossSiteEval(Controller):
             "workflow": type(self).__name__, "round": len(owners) - 1,
             "rounds_done": len(owners), "num_rounds": len(owners),
             "sites_answered": len(self.clients), "sites_total": len(self.clients),
-            "metrics": {}})
+            "metrics": {}, "unit": "models evaluated"})
         return {AppConstants.CROSS_SITE_EVAL.value: {
             "models": [o for o, _ in owners], "sites": list(self.clients), "table": table,
             "metric": self.metric, "text": format_table(table, self.metric),

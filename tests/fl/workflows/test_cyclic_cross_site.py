@@ -95,3 +95,46 @@ def test_format_table_shows_errors_and_all_metrics():
     text = format_table({"a": {"s1": {"error": "TASK_ABORTED"}, "s2": {"x": 1.0, "y": 2.0}}},
                         None)
     assert text.splitlines()[1].split() == ["a", "TASK_ABORTED", "x=1,", "y=2"]
+
+
+async def test_sequence_runs_fedavg_then_cross_site_eval_on_its_models(tmp_path):
+    from cellnet.fl.workflows import ScatterAndGather, WorkflowSequence
+
+    sites = {n: {"train": AddExecutor(), "submit_model": AddExecutor(),
+                 "validate": AddExecutor()} for n in ("site-1", "site-2")}
+    flow = WorkflowSequence([
+        {"name": "fedavg", "path": "cellnet.fl.workflows.ScatterAndGather",
+         "args": {"num_rounds": 2, "persistor": INIT}},
+        {"path": "cellnet.fl.workflows.CrossSiteEval",
+         "args": {"server_models": ["final"], "metric": "mean"}}])
+    async with job_cells(_app(tmp_path), sites) as engine:
+        out = await run_flow(flow, engine)
+    assert list(out) == ["fedavg", "CrossSiteEval"]
+    np.testing.assert_array_equal(load_npz(out["fedavg"]["final_model"])["w"], [3.0, 4.0, 5.0])
+    table = out["CrossSiteEval"]["cross_site_eval"]["table"]
+    assert table["server:final"] == {"site-1": {"mean": 14.0}, "site-2": {"mean": 24.0}}
+    async with job_cells(_app(tmp_path / "b"), sites) as engine:
+        with pytest.raises(JobError, match="not a Controller"):
+            await run_flow(WorkflowSequence([{"path": "cellnet.fl.persistor.NPModelPersistor",
+                                              "args": {"arrays": {"w": [1.0]}}}]), engine)
+        with pytest.raises(JobError, match="names must differ"):
+            await run_flow(WorkflowSequence([ScatterAndGather(persistor=INIT),
+                                             ScatterAndGather(persistor=INIT)]), engine)
+
+
+def test_sequence_and_server_models_refuse_bad_config():
+    from cellnet.fl.workflows import WorkflowSequence
+
+    with pytest.raises(JobError, match="non-empty list"):
+        WorkflowSequence([])
+    with pytest.raises(JobError, match=r"workflows\[0\]"):
+        WorkflowSequence([{"args": {}}])
+    with pytest.raises(JobError, match="server_models"):
+        CrossSiteEval(server_models="final")
+
+
+async def test_cross_site_eval_names_a_missing_server_model(tmp_path):
+    sites = {"site-1": {"submit_model": AddExecutor(), "validate": AddExecutor()}}
+    async with job_cells(_app(tmp_path), sites) as engine:
+        with pytest.raises(JobError, match="server model 'best' not found"):
+            await run_flow(CrossSiteEval(server_models=["best"]), engine)
