@@ -155,6 +155,9 @@ class Controller:
         its arrays, and only stored OK results count toward ``min_responses``.
         """
         names = self._targets(targets)
+        if result_received_cb is not None and not callable(result_received_cb):
+            raise TypeError(f"result_received_cb must be callable, got "
+                            f"{type(result_received_cb).__name__}")
         if isinstance(min_responses, bool) or not isinstance(min_responses, int) \
                 or not 0 <= min_responses <= len(names):
             raise ValueError(f"min_responses must be an int in 0..{len(names)}, "

@@ -167,3 +167,14 @@ async def test_min_clients_above_the_job_size_fails_before_any_task(tmp_path):
 
 def test_fl_context_is_not_needed_to_build_a_workflow():
     assert isinstance(FLContext(), FLContext)
+
+
+async def test_a_callback_that_is_not_callable_is_refused_before_sending(tmp_path):
+    ex = AddExecutor()
+    async with job_cells(_app(tmp_path), _sites(**{"site-1": ex})) as engine:
+        flow = ScatterAndGather(persistor=INIT)
+        flow.engine = engine
+        data = DXO(DataKind.WEIGHTS, {"x": np.ones(2, np.float32)})
+        with pytest.raises(TypeError, match="result_received_cb must be callable"):
+            await flow.broadcast_and_wait(Task("train", data), result_received_cb="nope")
+    assert ex.rounds == []
