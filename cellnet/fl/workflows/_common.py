@@ -32,6 +32,18 @@ def check_seconds(value: Any, what: str, allow_zero: bool = False) -> float:
     return float(value)
 
 
+def check_name(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise JobError(f"{what} must be a non-empty str, got {value!r}")
+    return value
+
+
+def need_persistor(spec: Any, workflow: str) -> Any:
+    if spec is None:
+        raise JobError(f"{workflow} needs a persistor (where the initial model is)")
+    return spec
+
+
 def make_persistor(spec: Any, app_dir: Path) -> Any:
     """A persistor object from itself, ``{"path", "args"}`` or NPModelPersistor's args."""
     if spec is None:

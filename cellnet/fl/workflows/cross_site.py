@@ -64,11 +64,8 @@ class CrossSiteEval(Controller):
                  validation_timeout: float = DEFAULT_TASK_TIMEOUT,
                  persistor: Any = None, metric: str | None = None,
                  server_models: list[str] | None = None, models_dir: str = "models") -> None:
-        for what, name in (("submit_model_task_name", submit_model_task_name),
-                           ("validation_task_name", validation_task_name)):
-            if not isinstance(name, str) or not name:
-                raise JobError(f"{what} must be a non-empty str, got {name!r}")
-        self.submit_task, self.validate_task = submit_model_task_name, validation_task_name
+        self.submit_task = C.check_name(submit_model_task_name, "submit_model_task_name")
+        self.validate_task = C.check_name(validation_task_name, "validation_task_name")
         self.submit_timeout = C.check_seconds(submit_model_timeout, "submit_model_timeout")
         self.validation_timeout = C.check_seconds(validation_timeout, "validation_timeout")
         self.persistor_spec, self.metric = persistor, metric

@@ -38,12 +38,9 @@ class CyclicWorkflow(Controller):
                  task_timeout: float = DEFAULT_TASK_TIMEOUT, persistor: Any = None,
                  order: str = "fixed", seed: int | None = None) -> None:
         self.num_rounds = C.check_int(num_rounds, "num_rounds", 1)
-        if not isinstance(task_name, str) or not task_name:
-            raise JobError(f"task_name must be a non-empty str, got {task_name!r}")
-        self.task_name = task_name
+        self.task_name = C.check_name(task_name, "task_name")
         self.task_timeout = C.check_seconds(task_timeout, "task_timeout")
-        if persistor is None:
-            raise JobError("CyclicWorkflow needs a persistor (where the initial model is)")
+        C.need_persistor(persistor, "CyclicWorkflow")
         if order not in ("fixed", "random"):
             raise JobError(f"order must be 'fixed' or 'random', got {order!r}")
         self.persistor_spec, self.order = persistor, order

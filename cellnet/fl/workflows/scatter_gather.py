@@ -65,13 +65,9 @@ class ScatterAndGather(Controller):
         self.min_clients = C.check_int(min_clients, "min_clients", 0)
         self.wait_after_min = C.check_seconds(wait_time_after_min_received,
                                               "wait_time_after_min_received", allow_zero=True)
-        if not isinstance(train_task_name, str) or not train_task_name:
-            raise JobError(f"train_task_name must be a non-empty str, got {train_task_name!r}")
-        self.train_task_name = train_task_name
+        self.train_task_name = C.check_name(train_task_name, "train_task_name")
         self.train_timeout = C.check_seconds(train_timeout, "train_timeout")
-        if persistor is None:
-            raise JobError("ScatterAndGather needs a persistor (where the initial model is)")
-        self.persistor_spec = persistor
+        self.persistor_spec = C.need_persistor(persistor, "ScatterAndGather")
         if aggregator not in AGGREGATORS:
             raise JobError(f"aggregator must be one of {AGGREGATORS}, got {aggregator!r}")
         self.aggregator_name = aggregator
