@@ -221,7 +221,10 @@ class ServerRunner:
             return
         job_id = str(doc.get("job_id"))
         if msg.origin == f"{SERVER_CLIENT}.{job_id}" and job_id in self.active:
+            self.progress.pop(job_id, None)
             self.progress[job_id] = doc
+            while len(self.progress) > 256:  # keep the latest jobs' progress only
+                del self.progress[next(iter(self.progress))]
 
     async def _exited(self, msg: Message) -> Message:
         doc = P.loads(msg, "job exit")

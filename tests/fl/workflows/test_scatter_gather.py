@@ -178,3 +178,11 @@ async def test_a_callback_that_is_not_callable_is_refused_before_sending(tmp_pat
         with pytest.raises(TypeError, match="result_received_cb must be callable"):
             await flow.broadcast_and_wait(Task("train", data), result_received_cb="nope")
     assert ex.rounds == []
+
+
+async def test_weight_diff_results_are_added_to_the_global_model(tmp_path):
+    sites = _sites(**{"site-1": AddExecutor(add=1.0, diff=True),
+                      "site-2": AddExecutor(add=3.0, diff=True)})
+    async with job_cells(_app(tmp_path), sites) as engine:
+        out = await run_flow(ScatterAndGather(num_rounds=2, persistor=INIT), engine)
+    np.testing.assert_array_equal(load_npz(out["final_model"])["b"], [4.5])  # 0.5 + 2 * 2

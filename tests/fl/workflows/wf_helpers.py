@@ -30,9 +30,9 @@ class Engine:
 class AddExecutor(Executor):
     """train: model + ``add`` (weight ``steps``); submit_model/validate for cross-site tests."""
 
-    def __init__(self, add=1.0, steps=1, sleep=0.0, metric=None, shape_bug=False):
+    def __init__(self, add=1.0, steps=1, sleep=0.0, metric=None, shape_bug=False, diff=False):
         self.add, self.steps, self.sleep, self.metric = add, steps, sleep, metric
-        self.shape_bug = shape_bug
+        self.shape_bug, self.diff = shape_bug, diff
         self.rounds: list = []
 
     async def execute(self, task_name, dxo, fl_ctx, abort_signal):
@@ -53,6 +53,9 @@ class AddExecutor(Executor):
         meta = {MetaKey.CURRENT_ROUND: rnd, MetaKey.NUM_STEPS_CURRENT_ROUND: self.steps}
         if self.metric is not None:
             meta[MetaKey.INITIAL_METRICS] = {"acc": self.metric(rnd)}
+        if self.diff:
+            return DXO(DataKind.WEIGHT_DIFF, {k: np.full_like(v, self.add) for k, v in
+                                              dxo.data.items()}, meta)
         return DXO(DataKind.WEIGHTS, data, meta)
 
 
