@@ -4,8 +4,11 @@ A fresh project is provisioned (its own CA, one kit per participant); the
 server and N sites run as cells in this process over real mutual-TLS links on
 127.0.0.1, and every job cell runs in a child process exactly as in
 production.  The job is submitted, its status changes are printed as they
-happen, and at the end the command prints the results and where the
-workspace and logs are.  Exit status: 0 when the job finished COMPLETED, 1
+happen, an FL workflow's progress (rounds done, sites that answered this
+round, latest metrics, as the server job cell reports it) is drawn as a
+progress bar, and at the end the command prints the results, the final
+model when the workflow saved one (small models in full), and where the
+workspace, models and logs are.  Exit status: 0 when the job finished COMPLETED, 1
 when it ended otherwise, 2 for bad arguments.
 """
 
@@ -93,7 +96,7 @@ async def _run(job: pathlib.Path, n_sites: int, root: pathlib.Path, timeout: flo
         sub = await client.submit(job)
         job_id = sub["job_id"]
         _say(f"submitted {job.name} as job {job_id}")
-        meta = await _follow(client, job_id, timeout)
+        meta = await _follow(client, job_id, timeout, _Progress(sys.stdout.isatty()))
         status = meta[JobMetaKey.STATUS]
         _say(f"job {job_id} ended: {status}")
         if status != RunStatus.FINISHED_COMPLETED:
@@ -101,29 +104,165 @@ async def _run(job: pathlib.Path, n_sites: int, root: pathlib.Path, timeout: flo
                 _say(f"error from {err.get('site')}: {str(err.get('error')).strip()}")
         results = await client.get_results(job_id)
         if results is not None:
-            text = pprint.pformat(results, width=100, compact=True)
-            _say("results:")
-            print(text if len(text) < 4000 else text[:4000] + "\n...", flush=True)
+            _show_results(results)
+            _show_model(results)
     _say(f"workspace: {root}")
     _say(f"logs: {root / 'log.txt'} (audit: {root / 'audit.log'})")
     return 0 if status == RunStatus.FINISHED_COMPLETED else 1
 
 
-async def _follow(client: Any, job_id: str, timeout: float) -> dict[str, Any]:
-    """Print each status change with its time; return the final meta."""
+def _short(reason: Any) -> str:
+    """A status reason on one line: a traceback's last line (its exception) and who sent it."""
+    text = str(reason)
+    if "Traceback (most recent call last)" not in text:
+        return text
+    who = text.split(":", 1)[0] if ": Traceback" in text else ""
+    last = [x for x in text.strip().splitlines() if x.strip()][-1].strip()
+    return f"{who}: {last}" if who else last
+
+
+class _Progress:
+    """Draws workflow progress: one bar redrawn in place on a terminal, a line per change else."""
+
+    WIDTH = 24
+
+    def __init__(self, tty: bool) -> None:
+        self.tty, self.last, self.drawn = tty, "", False
+
+    @staticmethod
+    def line(doc: dict[str, Any]) -> str:
+        total = max(int(doc.get("num_rounds") or 1), 1)
+        done = min(max(int(doc.get("rounds_done") or 0), 0), total)
+        fill = round(_Progress.WIDTH * done / total)
+        bar = "#" * fill + "-" * (_Progress.WIDTH - fill)
+        text = (f"[{bar}] {done}/{total} {doc.get('unit') or 'rounds'}  sites answered "
+                f"{doc.get('sites_answered', 0)}/{doc.get('sites_total', '?')}")
+        metrics = doc.get("metrics") or {}
+        if metrics:
+            text += "  " + " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())
+                                    if isinstance(v, int | float))
+        return text
+
+    def show(self, doc: dict[str, Any] | None) -> None:
+        if not doc:
+            return
+        text = self.line(doc)
+        if text == self.last:
+            return
+        self.last = text
+        if self.tty:
+            print(f"\r{text}", end="", flush=True)
+            self.drawn = True
+        else:
+            _say(f"  progress {text}")
+
+    def clear(self) -> None:
+        if self.drawn:
+            print(flush=True)
+            self.drawn = False
+
+
+async def _follow(client: Any, job_id: str, timeout: float,
+                  progress: _Progress | None = None) -> dict[str, Any]:
+    """Print each status change with its time (and the progress bar); return the final meta."""
     seen = 0
     t0 = time.monotonic()
+    progress = progress or _Progress(False)
     with trio.fail_after(timeout):
         while True:
             meta = await client.get_meta(job_id)
+            ended = meta[JobMetaKey.STATUS] in FINISHED_STATUSES
             history = meta.get("status_history", [])
-            for entry in history[seen:]:
-                reason = f" ({entry.get('reason')})" if entry.get("reason") else ""
-                _say(f"  {time.monotonic() - t0:6.1f} s  {entry.get('status')}{reason}")
+            new = history[seen:]
             seen = len(history)
-            if meta[JobMetaKey.STATUS] in FINISHED_STATUSES:
+            if new:
+                progress.clear()
+            for k, entry in enumerate(new):
+                if ended and k == len(new) - 1:  # the last progress came before the end
+                    progress.show(await client.get_progress(job_id))
+                    progress.clear()
+                reason = f" ({_short(entry['reason'])})" if entry.get("reason") else ""
+                _say(f"  {time.monotonic() - t0:6.1f} s  {entry.get('status')}{reason}")
+            if ended:
                 return meta
+            progress.show(await client.get_progress(job_id))
             await trio.sleep(0.2)
+
+
+def _parts(results: Any) -> list[tuple[str, dict[str, Any]]]:
+    """The results and, for a sequence of workflows, each workflow's own results."""
+    if not isinstance(results, dict):
+        return []
+    return [("", results), *((k, v) for k, v in results.items() if isinstance(v, dict))]
+
+
+def _rounds(part: dict[str, Any]) -> list[dict[str, Any]] | None:
+    rounds = part.get("rounds")
+    if isinstance(rounds, list) and rounds and all(isinstance(r, dict) for r in rounds):
+        return rounds
+    return None
+
+
+def _round_line(r: dict[str, Any]) -> str:
+    line = f"  round {r.get('round')}: {len(r.get('contributors') or ())} result(s)"
+    if isinstance(r.get("seconds"), int | float):
+        line += f" in {r['seconds']:.2f} s"
+    if isinstance(r.get("aggregate_seconds"), int | float):
+        line += f" (aggregation {r['aggregate_seconds']:.3f} s)"
+    metrics = r.get("metrics") or {}
+    line += "".join(f" {k}={v:.4g}" for k, v in sorted(metrics.items())
+                    if isinstance(v, int | float))
+    for what in ("rejected", "failed"):
+        if r.get(what):
+            line += f" {what}: {r[what]}"
+    return line
+
+
+def _show_results(results: Any) -> None:
+    """The results: a workflow's rounds one line each, a cross-site table as text."""
+
+    def brief(part: Any) -> Any:
+        if not isinstance(part, dict):
+            return part
+        return {k: brief(v) for k, v in part.items()
+                if not (k == "rounds" and _rounds(part))
+                and not (k in ("text", "table") and isinstance(part.get("text"), str))}
+
+    text = pprint.pformat(brief(results), width=100, compact=True)
+    _say("results:")
+    print(text if len(text) < 4000 else text[:4000] + "\n...", flush=True)
+    for name, part in _parts(results):
+        rounds = _rounds(part)
+        if rounds:
+            _say(f"rounds of {name}:" if name else "rounds:")
+            for r in rounds:
+                print(_round_line(r), flush=True)
+        table = part.get("cross_site_eval")
+        if isinstance(table, dict) and isinstance(table.get("text"), str):
+            _say("cross-site evaluation (rows: models, columns: sites that evaluated them):")
+            print(table["text"], flush=True)
+
+
+def _show_model(results: Any) -> None:
+    """Print the final model a workflow saved: in full when small, else names and shapes."""
+    import numpy as np
+
+    from cellnet.fl.persistor import load_npz
+
+    for _name, part in _parts(results):
+        path = part.get("final_model")
+        if not isinstance(path, str) or not pathlib.Path(path).is_file():
+            continue
+        model = load_npz(path)
+        _say(f"final model ({path}):")
+        small = sum(a.size for a in model.values()) <= 100
+        with np.printoptions(threshold=1000, linewidth=100):
+            for key, a in model.items():
+                print(f"{key} =\n{a}" if small else f"{key}: {a.dtype}{list(a.shape)}",
+                      flush=True)
+        if part.get("best_model"):
+            _say(f"best model: {part['best_model']}")
+        _say(f"models of every round: {pathlib.Path(path).parent}")
 
 
 def simulate_main(argv: Sequence[str] | None = None) -> int:

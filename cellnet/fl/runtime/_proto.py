@@ -35,6 +35,7 @@ class RuntimeTopic:
     ABORT_JOB = "abort_job"
     JOB_REPORT = "job_report"  # a job cell reports its end (finished / error)
     JOB_EXITED = "job_exited"  # a site reports that a job process exited
+    JOB_PROGRESS = "job_progress"  # the server job cell reports a workflow's progress
 
 
 class TaskTopic:

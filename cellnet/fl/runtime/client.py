@@ -72,6 +72,10 @@ class JobClient:
         with zipfile.ZipFile(io.BytesIO(raw)) as z:
             return json.loads(z.read("results.json"))
 
+    async def get_progress(self, job_id: str) -> dict[str, Any] | None:
+        """The latest progress its workflow reported (rounds, sites answered, metrics) or None."""
+        return (await self._call(P.JobTopic.GET, {"job_id": job_id})).get("progress")
+
     async def abort(self, job_id: str) -> str:
         return (await self._call(P.JobTopic.ABORT, {"job_id": job_id}))["status"]
 

@@ -10,6 +10,9 @@ peer check, job id, the job's client sites) before calling it.
   ``wait_time_after_min_received`` more seconds passed, or the task's
   timeout; every target gets a :class:`TaskResult` (unanswered ones
   ``TASK_ABORTED`` when the wait ended early, ``COMMUNICATION_ERROR`` on timeout).
+  With ``result_received_cb`` each result is handed over as it arrives (to
+  aggregate in time) and the returned results keep only its kind and meta,
+  so the server holds one result's arrays at a time, not N.
 * :meth:`send_and_wait` is the one-target case; :meth:`relay_and_wait` visits
   targets in sequence, each OK result becoming the next target's task data.
 * :meth:`abort_task` ends a task's waits and tells the sites
@@ -18,9 +21,10 @@ peer check, job id, the job's client sites) before calling it.
 
 from __future__ import annotations
 
+import inspect
 import math
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +39,7 @@ from cellnet.fl.runtime.messenger import JobCellMessenger
 from cellnet.message import Message
 from cellnet.requests import CELL_RC
 
-__all__ = ["Controller", "Task", "TaskResult"]
+__all__ = ["Controller", "ResultCallback", "Task", "TaskResult"]
 
 
 @dataclass
@@ -85,6 +89,17 @@ def _result(client: str, reply: Message) -> TaskResult:
         return TaskResult(client, ReturnCode.EXECUTION_RESULT_ERROR, None, str(exc))
 
 
+#: ``cb(result)`` (sync or async): None keeps the result, a TaskResult replaces it.
+ResultCallback = Callable[["TaskResult"], "TaskResult | Awaitable[TaskResult | None] | None"]
+
+
+def _without_arrays(result: TaskResult) -> TaskResult:
+    if result.dxo is None:
+        return result
+    return TaskResult(result.client, result.rc, DXO(result.dxo.kind, {}, result.dxo.meta),
+                      result.error)
+
+
 class Controller:
     """Base class of workflows (see the module docstring)."""
 
@@ -131,9 +146,18 @@ class Controller:
         min_responses: int = 0,
         wait_time_after_min_received: float = 0.0,
         fl_ctx: FLContext | None = None,
+        result_received_cb: ResultCallback | None = None,
     ) -> dict[str, TaskResult]:
-        """Send ``task`` to ``targets`` (default: all clients) and collect their results."""
+        """Send ``task`` to ``targets`` (default: all clients) and collect their results.
+
+        ``result_received_cb(result)`` runs for each result as it arrives; what
+        it returns (a TaskResult, or None to keep ``result``) is stored without
+        its arrays, and only stored OK results count toward ``min_responses``.
+        """
         names = self._targets(targets)
+        if result_received_cb is not None and not callable(result_received_cb):
+            raise TypeError(f"result_received_cb must be callable, got "
+                            f"{type(result_received_cb).__name__}")
         if isinstance(min_responses, bool) or not isinstance(min_responses, int) \
                 or not 0 <= min_responses <= len(names):
             raise ValueError(f"min_responses must be an int in 0..{len(names)}, "
@@ -145,7 +169,14 @@ class Controller:
         async def one(name: str) -> None:
             replies = await self.messenger.send_to_cell(
                 [name], P.TASK_CHANNEL, P.TaskTopic.RUN, msg, task.timeout, fl_ctx)
-            results[name] = _result(name, replies[name])
+            result = _result(name, replies[name])
+            del replies
+            if result_received_cb is not None:
+                out = result_received_cb(result)
+                if inspect.isawaitable(out):
+                    out = await out
+                result = _without_arrays(result if out is None else out)
+            results[name] = result
             if min_responses and sum(r.ok for r in results.values()) >= min_responses:
                 enough.set()
 

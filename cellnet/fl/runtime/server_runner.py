@@ -76,6 +76,7 @@ class ServerRunner:
         self.abort_timeout = abort_timeout
         self.active: dict[str, _Active] = {}
         self.refused: dict[str, set[str]] = {}
+        self.progress: dict[str, dict[str, Any]] = {}  # latest workflow progress per job
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._cm: Any = None
@@ -95,6 +96,7 @@ class ServerRunner:
         cell.register_request_cb(P.RUNTIME_CHANNEL, P.RuntimeTopic.LOGIN, self._login)
         cell.register_request_cb(P.RUNTIME_CHANNEL, P.RuntimeTopic.JOB_REPORT, self._report)
         cell.register_request_cb(P.RUNTIME_CHANNEL, P.RuntimeTopic.JOB_EXITED, self._exited)
+        cell.register_request_cb(P.RUNTIME_CHANNEL, P.RuntimeTopic.JOB_PROGRESS, self._progress)
         self._nursery.start_soon(self._schedule_loop)
         return self
 
@@ -167,7 +169,7 @@ class ServerRunner:
     async def _get(self, doc: dict[str, Any], msg: Message) -> dict[str, Any]:
         job_id = str(doc.get("job_id"))
         return {"meta": json.loads(json.dumps(self.store.get_meta(job_id), default=str)),
-                "results": self.store.get_results(job_id)}
+                "results": self.store.get_results(job_id), "progress": self.progress.get(job_id)}
 
     async def _show_errors(self, doc: dict[str, Any], msg: Message) -> dict[str, Any]:
         job_id = str(doc.get("job_id"))
@@ -210,6 +212,19 @@ class ServerRunner:
             f"{who}: {doc.get('error') or status}"
         self._spawn(self.finish, job_id, status, reason)
         return P.ok_reply()
+
+    def _progress(self, msg: Message) -> None:
+        """Keep the latest progress a server job cell sent (fire-and-forget, read by ``get``)."""
+        try:
+            doc = P.loads(msg, "job progress")
+        except JobError:
+            return
+        job_id = str(doc.get("job_id"))
+        if msg.origin == f"{SERVER_CLIENT}.{job_id}" and job_id in self.active:
+            self.progress.pop(job_id, None)
+            self.progress[job_id] = doc
+            while len(self.progress) > 256:  # keep the latest jobs' progress only
+                del self.progress[next(iter(self.progress))]
 
     async def _exited(self, msg: Message) -> Message:
         doc = P.loads(msg, "job exit")

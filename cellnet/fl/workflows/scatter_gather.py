@@ -1,0 +1,244 @@
+"""ScatterAndGather: FedAvg rounds (send the global model, aggregate results in time, save).
+
+Theory of operation.  The initial model comes from the persistor.  Each round
+``r`` (``start_round`` .. ``num_rounds - 1``) broadcasts a ``train`` task
+holding the global model (meta: ``current_round``, ``total_round``) and
+folds every result into the aggregator **as it arrives** (the controller's
+``result_received_cb``), so with FedAvg the server holds the global model,
+the running sum and the result being folded, whatever the number of sites.
+The wait ends when every site answered, or ``min_clients`` results were
+accepted and ``wait_time_after_min_received`` more seconds passed, or the
+train timeout expired.  A round with fewer than ``min_clients`` accepted
+results raises :class:`~cellnet.errors.JobError` naming each missing site
+and why, which ends the job with that reason instead of hanging.
+
+Weights come from ``meta[NUM_STEPS_CURRENT_ROUND]`` of each result (1 when
+absent).  Robust options: ``aggregator`` = ``fedavg`` | ``median`` |
+``trimmed_mean`` (``trim`` per side), and ``clip_norm``: every update is made
+a difference to the global model and scaled to L2 norm at most ``clip_norm``.
+Best model: results may carry ``meta[initial_metrics]`` (the global model
+they received, evaluated on the site's validation data); their weighted
+mean of ``validation_metric`` scores the model sent that round, and the
+best one is saved as ``best.npz``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import trio
+
+from cellnet.defs import MetaKey, ReturnCode
+from cellnet.errors import AggregationError, JobError, NativeError
+from cellnet.fl.aggregators import CoordinateMedian, InTimeFedAvg, TrimmedMean
+from cellnet.fl.dxo import DXO, DataKind
+from cellnet.fl.runtime.context import FLContext
+from cellnet.fl.runtime.controller import Controller, Task, TaskResult
+from cellnet.fl.workflows import _common as C
+from cellnet.fl.workflows._progress import report_progress
+from cellnet.fl.workflows.constants import DEFAULT_TASK_TIMEOUT, AppConstants
+from cellnet.native import aggregate as native_agg
+
+__all__ = ["AGGREGATORS", "ScatterAndGather"]
+
+AGGREGATORS = ("fedavg", "median", "trimmed_mean")
+
+
+class ScatterAndGather(Controller):
+    """FedAvg workflow (see the module docstring); its args come from the job's server config."""
+
+    def __init__(self, num_rounds: int = 5, start_round: int = 0, min_clients: int = 0,
+                 wait_time_after_min_received: float = 10.0,
+                 train_task_name: str = AppConstants.TASK_TRAIN,
+                 train_timeout: float = DEFAULT_TASK_TIMEOUT, persistor: Any = None,
+                 aggregator: str = "fedavg", trim: int = 1, clip_norm: float | None = None,
+                 weights_key: str = MetaKey.NUM_STEPS_CURRENT_ROUND,
+                 validation_metric: str | None = None, metric_mode: str = "max") -> None:
+        self.num_rounds = C.check_int(num_rounds, "num_rounds", 1)
+        self.start_round = C.check_int(start_round, "start_round", 0)
+        if self.start_round >= self.num_rounds:
+            raise JobError(f"start_round ({start_round}) must be below num_rounds ({num_rounds})")
+        self.min_clients = C.check_int(min_clients, "min_clients", 0)
+        self.wait_after_min = C.check_seconds(wait_time_after_min_received,
+                                              "wait_time_after_min_received", allow_zero=True)
+        self.train_task_name = C.check_name(train_task_name, "train_task_name")
+        self.train_timeout = C.check_seconds(train_timeout, "train_timeout")
+        self.persistor_spec = C.need_persistor(persistor, "ScatterAndGather")
+        if aggregator not in AGGREGATORS:
+            raise JobError(f"aggregator must be one of {AGGREGATORS}, got {aggregator!r}")
+        self.aggregator_name = aggregator
+        self.trim = C.check_int(trim, "trim", 0)
+        if clip_norm is not None and not (not isinstance(clip_norm, bool) and isinstance(
+                clip_norm, int | float) and math.isfinite(clip_norm) and clip_norm > 0):
+            raise JobError(f"clip_norm must be a positive number or null, got {clip_norm!r}")
+        self.clip_norm = None if clip_norm is None else float(clip_norm)
+        self.weights_key = weights_key
+        if metric_mode not in ("max", "min"):
+            raise JobError(f"metric_mode must be 'max' or 'min', got {metric_mode!r}")
+        self.validation_metric, self.metric_mode = validation_metric, metric_mode
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        self.persistor: Any = None
+        self.model: dict[str, np.ndarray] = {}
+
+    # --- building blocks ------------------------------------------------------------
+    def _new_aggregator(self) -> Any:
+        if self.aggregator_name == "median":
+            return CoordinateMedian()
+        if self.aggregator_name == "trimmed_mean":
+            return TrimmedMean(trim=self.trim)
+        return InTimeFedAvg(weights_key=self.weights_key, clip_norm=self.clip_norm)
+
+    def _prepare(self, dxo: DXO, client: str) -> DXO:
+        """Check ``dxo`` against the model; with ``clip_norm`` make it a clipped difference."""
+        for name, a in dxo.data.items():
+            ref = self.model.get(name)
+            if ref is None or ref.shape != a.shape:
+                want = "no such variable" if ref is None else f"the model's is {list(ref.shape)}"
+                raise AggregationError(f"{client}: {name!r} {list(a.shape)} does not match the "
+                                       f"model ({want})")
+        if self.clip_norm is None:
+            return dxo
+        if dxo.kind == DataKind.WEIGHTS:
+            diff = {n: np.subtract(a, self.model[n], dtype=self.model[n].dtype)
+                    for n, a in dxo.data.items()}
+            dxo = DXO(DataKind.WEIGHT_DIFF, diff, dxo.meta)
+        if self.aggregator_name == "fedavg":
+            return dxo  # InTimeFedAvg clips through the weight, without a copy
+        try:
+            norm = math.sqrt(math.fsum(native_agg.l2_norm(a) ** 2 for a in dxo.data.values()))
+        except NativeError as exc:
+            raise AggregationError(f"{client}: {exc}") from exc
+        if not math.isfinite(norm):
+            raise AggregationError(f"{client}: the update holds NaN or inf values")
+        if norm <= self.clip_norm:
+            return dxo
+        scale = self.clip_norm / norm
+        return dxo.replace(data={n: (a * scale).astype(a.dtype) for n, a in dxo.data.items()})
+
+    def _metrics(self, dxo: DXO) -> dict[str, Any]:
+        metrics = dxo.meta.get(MetaKey.INITIAL_METRICS)
+        return dict(metrics) if isinstance(metrics, dict) else {}
+
+    def _weight(self, dxo: DXO) -> float:
+        w = dxo.meta.get(self.weights_key, 1.0)
+        return float(w) if isinstance(w, int | float) and not isinstance(w, bool) else 1.0
+
+    # --- one round ------------------------------------------------------------------
+    async def _round(self, rnd: int, need: int, fl_ctx: FLContext) -> dict[str, Any]:
+        agg = self._new_aggregator()
+        agg.reset(rnd)
+        lock = trio.Lock()
+        metrics: list[tuple[float, dict[str, Any]]] = []
+        rejected: dict[str, str] = {}
+        spent = [0.0]  # seconds spent folding results in
+        total = self.num_rounds - self.start_round
+        answered = [0]
+        arrived: dict[str, float] = {}  # seconds from the round's start to each answer
+
+        async def received(result: TaskResult) -> TaskResult | None:
+            answered[0] += 1
+            arrived[result.client] = round(time.perf_counter() - t_round, 4)
+            if result.ok and result.dxo is not None:
+                try:
+                    async with lock:
+                        t0 = time.perf_counter()
+                        dxo = await trio.to_thread.run_sync(self._prepare, result.dxo,
+                                                            result.client)
+                        took = await trio.to_thread.run_sync(agg.accept, dxo, result.client)
+                        spent[0] += time.perf_counter() - t0
+                    if not took:
+                        raise AggregationError(
+                            f"result is for round {result.dxo.meta.get(MetaKey.CURRENT_ROUND)}, "
+                            f"not {rnd}")
+                    metrics.append((self._weight(result.dxo), self._metrics(result.dxo)))
+                except AggregationError as exc:
+                    rejected[result.client] = str(exc)
+                    result = TaskResult(result.client, ReturnCode.EXECUTION_RESULT_ERROR, None,
+                                        f"result rejected: {exc}")
+            await report_progress(self.engine, {
+                "workflow": type(self).__name__, "round": rnd, "rounds_done": len(self.history),
+                "num_rounds": total, "sites_answered": answered[0],
+                "sites_total": len(self.clients), "metrics": self._last_metrics()})
+            return result
+
+        meta = {MetaKey.CURRENT_ROUND: rnd, MetaKey.TOTAL_ROUND: self.num_rounds,
+                AppConstants.NUM_ROUNDS: self.num_rounds}
+        task = Task(self.train_task_name, DXO(DataKind.WEIGHTS, self.model, meta),
+                    timeout=self.train_timeout)
+        t_round = time.perf_counter()
+        results = await self.broadcast_and_wait(
+            task, min_responses=need, wait_time_after_min_received=self.wait_after_min,
+            fl_ctx=fl_ctx, result_received_cb=received)
+        if agg.count < need:
+            raise JobError(
+                f"round {rnd}: {agg.count} of the {need} results it needs were accepted "
+                f"(train timeout {self.train_timeout:g} s); {C.failure_text(results)}")
+        t0 = time.perf_counter()
+        try:
+            update = await trio.to_thread.run_sync(agg.aggregate)
+        except AggregationError as exc:
+            raise JobError(f"round {rnd}: aggregation failed: {exc}") from exc
+        sent = self.model
+        self.model = await trio.to_thread.run_sync(C.apply_update, sent, update)
+        del update
+        spent[0] += time.perf_counter() - t0
+        summary: dict[str, Any] = {
+            "round": rnd, "contributors": agg.contributors, "rejected": rejected,
+            "failed": {n: r.rc for n, r in results.items() if not r.ok and n not in rejected},
+            "metrics": C.mean_metrics(metrics),
+            "seconds": time.perf_counter() - t_round, "aggregate_seconds": spent[0],
+            "answered_after": arrived}
+        await self._select_best(sent, summary["metrics"], rnd)
+        await trio.to_thread.run_sync(self.persistor.save_round, self.model, rnd,
+                                      C.workspace(self.engine))
+        return summary
+
+    def _last_metrics(self) -> dict[str, float]:
+        return dict(self.history[-1]["metrics"]) if self.history else {}
+
+    async def _select_best(self, sent: dict[str, np.ndarray], metrics: dict[str, float],
+                           rnd: int) -> None:
+        key = self.validation_metric
+        if key is None or key not in metrics:
+            return
+        value = metrics[key]
+        best = self.best
+        better = best is None or (value > best["value"] if self.metric_mode == "max"
+                                  else value < best["value"])
+        if better:
+            # the results of round rnd evaluated the model sent in round rnd
+            self.best = {"metric": key, "value": value, "model_of_round": rnd - 1}
+            await trio.to_thread.run_sync(self.persistor.save, sent, "best",
+                                          C.workspace(self.engine))
+
+    # --- the workflow ---------------------------------------------------------------
+    async def control_flow(self, fl_ctx: FLContext) -> dict[str, Any]:
+        n = len(self.clients)
+        need = self.min_clients or n
+        if need > n:
+            raise JobError(f"min_clients is {need} but the job has only {n} site(s)")
+        self.persistor = C.make_persistor(self.persistor_spec, self.engine.app_dir)
+        self.model = self.persistor.load_initial(self.engine.app_dir)
+        self.best, self.history = None, []
+        ws = C.workspace(self.engine)
+        total = self.num_rounds - self.start_round
+        await report_progress(self.engine, {
+            "workflow": type(self).__name__, "round": self.start_round, "rounds_done": 0,
+            "num_rounds": total, "sites_answered": 0, "sites_total": n, "metrics": {}})
+        for rnd in range(self.start_round, self.num_rounds):
+            self.history.append(await self._round(rnd, need, fl_ctx))
+            await report_progress(self.engine, {
+                "workflow": type(self).__name__, "round": rnd, "rounds_done": len(self.history),
+                "num_rounds": total, "sites_answered": len(self.history[-1]["contributors"]),
+                "sites_total": n, "metrics": self._last_metrics()})
+        final = await trio.to_thread.run_sync(self.persistor.save, self.model, "final", ws)
+        saved = getattr(self.persistor, "saved", {})
+        return {"workflow": type(self).__name__, "aggregator": self.aggregator_name,
+                "rounds": self.history, "final_model": str(final),
+                "best_model": saved.get("best"), "best": self.best,
+                "model_dir": str(Path(final).parent)}
