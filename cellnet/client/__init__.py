@@ -7,6 +7,16 @@ loop most scripts need; :class:`FlareAgent` is the task API underneath.
 from __future__ import annotations
 
 from cellnet.client.agent import FlareAgent
+from cellnet.client.api import (
+    FLModel,
+    get_job_id,
+    get_site_name,
+    init,
+    is_running,
+    receive,
+    send,
+    shutdown,
+)
 from cellnet.client.defs import (
     RC,
     AgentClosed,
@@ -23,6 +33,7 @@ __all__ = [
     "RC",
     "AgentClosed",
     "CallStateError",
+    "FLModel",
     "FlareAgent",
     "MetaKey",
     "MsgHeader",
@@ -30,4 +41,11 @@ __all__ = [
     "Task",
     "TaskResult",
     "agent_site_fqcn",
+    "get_job_id",
+    "get_site_name",
+    "init",
+    "is_running",
+    "receive",
+    "send",
+    "shutdown",
 ]
