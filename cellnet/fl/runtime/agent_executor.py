@@ -142,9 +142,11 @@ class ClientAPIExecutor(Executor):
         if self.child is not None and self.child.returncode is None:
             return self.child
         cell = engine.cell
+        if cell not in _ROUTES:
+            async def on_result(msg: Message) -> Message:
+                return await _on_result(cell, msg)
+            cell.register_request_cb(AP.AGENT_CHANNEL, AP.AgentTopic.RESULT, on_result)
         _ROUTES.setdefault(cell, {})[self.agent_fqcn(engine)] = self
-        cell.register_request_cb(AP.AGENT_CHANNEL, AP.AgentTopic.RESULT,
-                                 lambda msg: _on_result(cell, msg))
         errfile = self.log_path(engine)
         self._log_start = errfile.stat().st_size if errfile.exists() else 0
         argv = [sys.executable, "-m", "cellnet.fl.runtime.agent_launch",
