@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import trio
 
+from cellnet.client import CallStateError, FlareAgent
 from cellnet.defs import FLContextKey
+from cellnet.errors import LinkError
 from cellnet.fl.dxo import DXO, DataKind
 from cellnet.fl.runtime import FLContext, Signal
 from cellnet.fl.runtime.agent_executor import ClientAPIExecutor, TrainingProcessError, stderr_tail
@@ -126,3 +128,15 @@ def test_bad_arguments_and_helpers(tmp_path):
     assert resolve_command(["./run.sh"]) == ["./run.sh"]
     with pytest.raises(ValueError):
         resolve_command([])
+
+
+def test_own_thread_agent_start_fails_clearly_without_its_job_cell(kits):
+    env = {"CELLNET_CHILD_FQCN": "site-1.J.trainer", "CELLNET_PARENT_HOST": HOST,
+           "CELLNET_PARENT_PORT": "1", "CELLNET_KIT": str(kits / "site-1")}
+    agent = FlareAgent(env=env, connect_timeout=0.3)
+    assert (agent.site_name, agent.job_id, agent.agent_id) == ("site-1", "J", "trainer")
+    with pytest.raises(LinkError, match="unreachable"):
+        agent.start()
+    with pytest.raises(CallStateError):
+        agent.get_task(0)
+    agent.stop()

@@ -44,10 +44,9 @@ from cellnet.client import _proto as AP
 from cellnet.defs import FLContextKey, RunStatus
 from cellnet.errors import CellnetError, JobError, LinkError
 from cellnet.fl.dxo import DXO
-from cellnet.fl.runtime import _proto as P
 from cellnet.fl.runtime.context import FLContext
 from cellnet.fl.runtime.executor import Executor, Signal
-from cellnet.fl.runtime.session import SERVER_CLIENT, cmi_headers
+from cellnet.fl.runtime.job_cell import _report as report_to_server
 from cellnet.fqcn import agent_site_fqcn, validate_part
 from cellnet.message import Message
 
@@ -266,12 +265,7 @@ class ClientAPIExecutor(Executor):
                                               Message({AP.TASK_ID: task_id}))
 
     async def _report(self, engine: Any, error: str) -> None:
-        """Record ``error`` at the server for ``show_errors``; the job goes on."""
-        msg = Message(cmi_headers(engine.session, engine.job_id),
-                      P.dumps({"job_id": engine.job_id, "status": RunStatus.RUNNING.value,
-                               "error": error}))
+        """Record ``error`` at the server for ``show_errors``; the job goes on (status RUNNING)."""
         with trio.move_on_after(10):
-            reply = await engine.cell.send_request(SERVER_CLIENT, P.RUNTIME_CHANNEL,
-                                                   P.RuntimeTopic.JOB_REPORT, msg, 10.0)
-            if reply.return_code != "ok":
-                log.error("the server did not record the training error: %s", reply.error)
+            await report_to_server(engine, {"job_id": engine.job_id, "error": error,
+                                            "status": RunStatus.RUNNING.value})
