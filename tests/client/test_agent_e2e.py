@@ -34,6 +34,20 @@ def alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def processes_under(root: Path) -> list[int]:
+    """The live processes whose working folder is inside ``root`` (training scripts)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cwd = (proc / "cwd").resolve(strict=True)
+            except OSError:
+                continue
+            if cwd.is_relative_to(root.resolve()) and alive(int(proc.name)):
+                pids.append(int(proc.name))
+    return pids
+
+
 async def wait_gone(pids, seconds: float = 15.0) -> None:
     with trio.fail_after(seconds):
         while any(alive(p) for p in pids):
@@ -51,6 +65,7 @@ async def test_hello_numpy_agent_exact_result(kits, tmp_path):
         assert results["metrics"] == [{"site-1": {"mean": m}, "site-2": {"mean": m}}
                                       for m in (1.0, 2.0, 3.0)]
         assert await fed.client.show_errors(sub["job_id"]) == []
+        await wait_gone(processes_under(tmp_path))  # the training scripts end with the job
 
 
 FAILING = '''
@@ -109,4 +124,5 @@ async def test_abort_job_stops_the_training_processes(kits, tmp_path):
         assert all(alive(p) for p in pids)
         with trio.fail_after(15):
             assert await fed.client.abort(job_id) == RunStatus.FINISHED_ABORTED
+        assert set(pids) <= set(processes_under(tmp_path))
         await wait_gone(pids)  # the scripts outlived their job cells by at most orphan_grace
