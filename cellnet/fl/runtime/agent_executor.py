@@ -124,8 +124,8 @@ class ClientAPIExecutor(Executor):
         self._log_start = 0
 
     # --- process --------------------------------------------------------------------
-    def _engine(self) -> Any:
-        engine = self.engine
+    def _engine(self, fl_ctx: FLContext) -> Any:
+        engine = self.engine if self.engine is not None else fl_ctx.get_engine()
         if engine is None or getattr(engine, "node", None) is None:
             raise JobError("ClientAPIExecutor runs in a site job cell (it needs engine.node)")
         return engine
@@ -188,7 +188,7 @@ class ClientAPIExecutor(Executor):
     # --- tasks ----------------------------------------------------------------------
     async def execute(self, task_name: str, dxo: DXO, fl_ctx: FLContext,
                       abort_signal: Signal) -> DXO:
-        engine = self._engine()
+        engine = self._engine(fl_ctx)
         task_id = str(fl_ctx.get_prop(FLContextKey.TASK_ID) or f"{task_name}-{self.launches}")
         async with self._lock:
             done = False
