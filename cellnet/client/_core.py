@@ -119,7 +119,7 @@ class AgentCore:
             raise CallStateError("the agent is already started")
         self.started = True
 
-    def _check_ready(self) -> None:
+    def check_ready(self) -> None:
         if not self.started:
             raise CallStateError("call start() before get_task()")
         if self.current is not None:
@@ -128,7 +128,7 @@ class AgentCore:
 
     async def get_task(self, timeout: float | None) -> Task | None:
         """The next task; None after ``timeout`` seconds; AgentClosed once closed."""
-        self._check_ready()
+        self.check_ready()
         with trio.move_on_after(math.inf if timeout is None else timeout):
             while True:
                 if self.closed.is_set():

@@ -212,7 +212,7 @@ class FlareAgent:
         if task is None and self._thread_gone():
             core = self._core
             assert core is not None
-            core._check_ready()  # CallStateError when holding a task, as while running
+            core.check_ready()  # CallStateError when holding a task, as while running
             raise AgentClosed(f"agent closed: {core.close_reason or 'its thread ended'}")
         return task
 
