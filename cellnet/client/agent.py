@@ -169,7 +169,7 @@ class FlareAgent:
         core = self._new_core(node.cell, node.uplink)
         self._stop_event = trio.Event()
         async with node:
-            await node.wait_connected(self.connect_timeout)
+            await node.wait_connected()  # the node fails with LinkError after connect_timeout
             core.start()
             self._core = core
             self._token = trio.lowlevel.current_trio_token()
