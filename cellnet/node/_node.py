@@ -213,22 +213,28 @@ class CellNode:
 
     async def __aexit__(self, *exc_info: Any) -> bool | None:
         assert self._stack is not None
+        body_exc = exc_info[1]
         if self._nursery is not None and exc_info[0] is None and self._failure is None:
-            await self._say_goodbye()
-            await self._let_children_exit(CHILD_EXIT_GRACE)
+            try:
+                await self._say_goodbye()
+                await self._let_children_exit(CHILD_EXIT_GRACE)
+            except trio.Cancelled as exc:  # stopped meanwhile (its uplink went away): the
+                exc_info = (type(exc), exc, exc.__traceback__)  # nursery must still be closed
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()  # listeners, uplink, children (terminated)
         try:
             suppressed = await self._stack.__aexit__(*exc_info)
         except BaseException as group:
             if exc_info[1] is not None and unwrap_group(group) is exc_info[1]:
+                if body_exc is None:
+                    raise exc_info[1] from None  # a cancellation from outside, during the exit
                 return False  # the body's own exception, unwrapped from the nurseries' groups
             raise
         finally:
             self._nursery = None
         if self._failure is not None:
             raise self._failure
-        return suppressed
+        return suppressed if body_exc is not None else None
 
     async def _say_goodbye(self) -> None:
         """Tell every peer we are leaving (GOAWAY), so they see a reason rather than an EOF."""

@@ -58,6 +58,7 @@ class JobEngine:
     job_id: str
     clients: list[str]
     app_dir: Path
+    node: Any = None  # the job cell's CellNode (child processes: training agents)
 
 
 def load_component(spec: Any, app_dir: Path, what: str) -> Any:
@@ -129,6 +130,7 @@ async def _run_client(engine: JobEngine) -> None:
         if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
             raise JobError(f"{CLIENT_CONFIG}: executors[{n}].tasks must be a list of names")
         ex = load_component(entry.get("executor"), engine.app_dir, f"executors[{n}]")
+        ex.engine = engine
         executors.update(dict.fromkeys(tasks, ex))
     runner = ExecutorRunner(engine, engine.job_id, executors)
     runner.register()
@@ -144,7 +146,7 @@ async def run(config: dict[str, Any]) -> int:
     async with CellNode.from_child_env() as node:
         await node.wait_connected(30)
         engine = JobEngine(node.cell, session, check, job_id, list(config.get("clients", [])),
-                           Path(config["app_dir"]))
+                           Path(config["app_dir"]), node)
         try:
             if role == "server":
                 await _report(engine, await _run_server(engine))

@@ -206,6 +206,8 @@ class ServerRunner:
         status = RunStatus(doc.get("status", S.FINISHED_EXECUTION_EXCEPTION))
         if doc.get("error"):
             self._record_error(job_id, who, str(doc["error"]))
+        if status == S.RUNNING:  # an error report (e.g. a training script's) that ends nothing
+            return P.ok_reply()
         if who == SERVER_CLIENT and status == S.FINISHED_COMPLETED:
             self.store.save_results(job_id, _results_zip(doc.get("results")))
         reason = "workflow completed" if status == S.FINISHED_COMPLETED else \
