@@ -34,7 +34,7 @@ from cellnet.errors import (
 from cellnet.security.certs import issued_by
 from cellnet.security.identity import identity_from_cert, load_certificate
 from cellnet.security.kit import StartupKit
-from cellnet.security.names import Identity, Kind, fqcn_problem, site_part
+from cellnet.security.names import Identity, Kind, admin_cell_name, fqcn_problem, site_part
 
 KitLike = StartupKit | str | os.PathLike[str]
 
@@ -168,7 +168,7 @@ def verify_peer(
 
 def _check_name(identity: Identity, announced: str) -> None:
     if identity.kind is Kind.ADMIN:
-        if announced != identity.name:
+        if announced not in (identity.name, admin_cell_name(identity.name)):
             raise IdentityMismatchError(
                 f"peer announced {announced!r} but its certificate is for admin {identity.name!r}"
             )
