@@ -13,6 +13,8 @@ import contextlib
 import os
 from collections.abc import AsyncIterator
 
+import trio
+
 from cellnet.cell import Cell
 from cellnet.errors import ProvisionError
 from cellnet.fl.runtime.client import JobClient
@@ -41,9 +43,12 @@ async def admin_client(kit: StartupKit | str | os.PathLike[str], *, host: str | 
                              f"not of an admin")
     me = admin_cell_name(kit.name)
     server = kit.server.name
-    async with Cell(me) as cell:
-        peer = await open_link_stream(host or kit.server.host,
-                                      kit.server.fl_port if port is None else port, kit,
-                                      my_fqcn=me, expected_peer=server, timeout=timeout)
-        await cell.add_link(peer.stream, peer.fqcn)
-        yield JobClient(cell, server=server, timeout=request_timeout)
+    peer = await open_link_stream(host or kit.server.host,
+                                  kit.server.fl_port if port is None else port, kit,
+                                  my_fqcn=me, expected_peer=server, timeout=timeout)
+    try:
+        async with Cell(me) as cell:
+            await cell.add_link(peer.stream, peer.fqcn)
+            yield JobClient(cell, server=server, timeout=request_timeout)
+    finally:
+        await trio.aclose_forcefully(peer.stream)
