@@ -66,8 +66,15 @@ class Procs:
                                             start_new_session=True)
         log.close()
 
-    def kill(self, name: str) -> None:
+    def kill(self, name: str, graceful: float = 0.0) -> None:
+        """SIGTERM (when ``graceful``: then wait that long), then SIGKILL its process group."""
         proc = self.procs.pop(name)
+        if graceful:
+            proc.terminate()
+            try:
+                proc.wait(graceful)
+            except subprocess.TimeoutExpired:
+                pass
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -75,8 +82,8 @@ class Procs:
         proc.wait(10)
 
     def close(self) -> None:
-        for name in list(self.procs):
-            self.kill(name)
+        for name in sorted(self.procs, key=lambda n: n == "server"):  # sites first
+            self.kill(name, graceful=8.0)
 
     def output(self, name: str) -> str:
         return (self.root / f"{name}.out").read_text(errors="replace")
