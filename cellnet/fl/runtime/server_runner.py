@@ -306,15 +306,22 @@ class ServerRunner:
             s, P.RUNTIME_CHANNEL, P.RuntimeTopic.CHECK_RESOURCES,
             self._server_msg({"job_id": job_id, "resources": reservations.get(s, {})}))
             for s in state.sites}
+        # a site that said no is remembered until it logs in again; one that could not
+        # answer (link down, session not settled yet) is simply asked again next pass
         refused = [s for s, r in replies.items()
-                   if r.return_code != "ok" or not P.loads(r, "check")["ok"]]
-        if refused:
+                   if r.return_code == "ok" and not P.loads(r, "check")["ok"]]
+        failed = [s for s, r in replies.items() if r.return_code != "ok"]
+        if refused or failed:
+            for s in failed:
+                log.info("job %s: %s could not check resources (%s: %s); will retry",
+                         job_id, s, replies[s].return_code, replies[s].error)
             self.refused.setdefault(job_id, set()).update(refused)
             for s in state.sites:
                 await cell.send_request(s, P.RUNTIME_CHANNEL, P.RuntimeTopic.CANCEL_RESOURCES,
                                         self._server_msg({"job_id": job_id}))
             del self.active[job_id]
-            self.wake()
+            if refused:
+                self.wake()
             return
         job = self.store.get_job(job_id)
         await self._io(self.store.record_schedule, job_id, state.sites)
