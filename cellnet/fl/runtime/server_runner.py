@@ -334,6 +334,7 @@ class ServerRunner:
             async with trio.open_nursery() as nursery:
                 for site in state.sites:
                     nursery.start_soon(self._deploy_to, job, site)
+        await self._io(self.store.record_deploy, job_id, [f"{s}: OK" for s in state.sites])
         app_dir = self._unpack(job, server_app)
         config = {"job_id": job_id, "role": "server", "app_dir": str(app_dir),
                   "session": self.sessions.server_session().to_dict(),
