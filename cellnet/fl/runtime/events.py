@@ -89,13 +89,17 @@ class EventBus:
             self._handlers.append((t, fn))
 
     # --- local ------------------------------------------------------------------------
-    async def fire_event(self, event_type: str, fl_ctx: FLContext | None = None) -> int:
-        """Run the local handlers of ``event_type``; how many ran without raising."""
+    async def fire_event(self, event_type: str, fl_ctx: FLContext | None = None,
+                         scope: EventScope = EventScope.LOCAL) -> int:
+        """Run the local handlers of ``event_type``; how many ran without raising.
+
+        Handlers get a copy of ``fl_ctx`` with ``EVENT_SCOPE`` set to ``scope``
+        (the caller's context is left as it was).
+        """
         if not isinstance(event_type, str) or not event_type:
             raise ValueError(f"event type must be a non-empty string, got {event_type!r}")
-        ctx = fl_ctx if fl_ctx is not None else FLContext()
-        if ctx.get_prop(FLContextKey.EVENT_SCOPE) is None:
-            ctx.set_prop(FLContextKey.EVENT_SCOPE, EventScope.LOCAL.value, private=False)
+        ctx = fl_ctx.copy() if fl_ctx is not None else FLContext()
+        ctx.set_prop(FLContextKey.EVENT_SCOPE, EventScope(scope).value, private=False)
         ok = 0
         for wanted, fn in list(self._handlers):
             if wanted not in (ALL_EVENTS, event_type):
@@ -148,17 +152,16 @@ class EventBus:
         status = await self.engine.cell.fire_and_forget(
             [messenger.job_cell(n) for n in names], P.TASK_CHANNEL, EVENT_TOPIC, msg,
             optional=True)
-        local = fl_ctx if fl_ctx is not None else FLContext()
-        self._event_props(local, data, me, EventScope.FEDERATION)
-        await self.fire_event(event_type, local)
+        local = fl_ctx.copy() if fl_ctx is not None else FLContext()
+        self._event_props(local, data, me)
+        await self.fire_event(event_type, local, EventScope.FEDERATION)
         return {n: status.get(messenger.job_cell(n), "skipped") for n in names}
 
     @staticmethod
-    def _event_props(ctx: FLContext, data: Any, origin: str, scope: EventScope) -> None:
+    def _event_props(ctx: FLContext, data: Any, origin: str) -> None:
         ctx.set_prop(FLContextKey.EVENT_DATA, data, private=False)
         ctx.set_prop(FLContextKey.EVENT_ORIGIN, origin, private=False)
         ctx.set_prop(FLContextKey.EVENT_ORIGIN_SITE, origin, private=False)
-        ctx.set_prop(FLContextKey.EVENT_SCOPE, scope.value, private=False)
         ctx.set_prop(FLContextKey.EVENT_ID, uuid.uuid4().hex, private=False)
 
     async def _receive(self, msg: Message, fl_ctx: FLContext) -> Message:
@@ -172,9 +175,9 @@ class EventBus:
         except (CellnetError, cbor2.CBORDecodeError, TypeError, ValueError) as exc:
             log.warning("dropped a federation event: %s", exc)
             return Message()
-        self._event_props(fl_ctx, data, str(origin), EventScope.FEDERATION)
+        self._event_props(fl_ctx, data, str(origin))
         if self._nursery is not None:
-            self._nursery.start_soon(self.fire_event, event_type, fl_ctx)
+            self._nursery.start_soon(self.fire_event, event_type, fl_ctx, EventScope.FEDERATION)
         else:
-            await self.fire_event(event_type, fl_ctx)
+            await self.fire_event(event_type, fl_ctx, EventScope.FEDERATION)
         return Message()

@@ -209,7 +209,9 @@ async def test_local_events_survive_a_failing_handler():
 
     bus.register(bad)
     bus.register(Comp(), ["ping"])
-    assert await bus.fire_event("ping") == 1
+    mine = FLContext({"x": 1})
+    assert await bus.fire_event("ping", mine) == 1
+    assert mine.get_prop(FLContextKey.EVENT_SCOPE) is None  # handlers got a copy
     assert await bus.fire_event("other") == 0
     assert seen == [("ping", "local")] and bus.errors == 2
     with pytest.raises(TypeError):
