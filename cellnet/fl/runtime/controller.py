@@ -151,7 +151,7 @@ class Controller:
         results: dict[str, TaskResult] = {}
         enough = trio.Event()
         filters = self._task_filters()
-        msg = self._message(task, task.data)
+        msg = None if filters else self._message(task, task.data)  # filtered: one per target
 
         async def one(name: str) -> None:
             out = msg

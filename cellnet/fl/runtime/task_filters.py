@@ -34,10 +34,11 @@ from typing import Any
 
 import trio
 
-from cellnet.defs import MetaKey, ReturnCode
+from cellnet.defs import FLContextKey, MetaKey, ReturnCode
 from cellnet.errors import CellnetError, JobError
 from cellnet.fl.dxo import DXO
 from cellnet.fl.filters import make_filter
+from cellnet.fl.runtime.context import FLContext
 
 __all__ = ["DATA_KEY", "RESULT_KEY", "FilterStage", "TaskFilterError", "TaskFilters",
            "load_task_filters"]
@@ -99,6 +100,9 @@ class TaskFilters:
         filters = self.chain(kind, task_name)
         if not filters:
             return dxo
+        if fl_ctx is None:  # a workflow that passed no context: the filters still get one
+            fl_ctx = FLContext()
+            fl_ctx.set_prop(FLContextKey.CLIENT_NAME, self.site, private=False)
         return await trio.to_thread.run_sync(self._run, filters, stage, task_name, dxo, fl_ctx)
 
     def _run(self, filters: list[Any], stage: FilterStage, task_name: str, dxo: DXO,

@@ -219,3 +219,26 @@ async def test_local_events_survive_a_failing_handler():
     with pytest.raises(ValueError):
         await bus.fire_event("")
     await trio.lowlevel.checkpoint()
+
+
+async def test_reference_style_filter_gets_a_context_and_bad_output_is_typed(tmp_path):
+    from cellnet.fl.runtime.task_filters import TaskFilterError
+
+    (tmp_path / "custom").mkdir()
+    (tmp_path / "custom" / "ctxf_rt5.py").write_text(
+        "class F:\n"
+        "    def process(self, dxo, fl_ctx):\n"
+        "        return dxo.replace(meta={**dxo.meta, 'who': fl_ctx.get_prop('__client_name__')})\n"
+        "class Bad:\n"
+        "    def process(self, dxo):\n"
+        "        return 42\n")
+    cfg = {"task_result_filters": [{"tasks": "*", "filters": [{"path": "ctxf_rt5.F"}]}],
+           "task_data_filters": [{"tasks": "*", "filters": [{"path": "ctxf_rt5.Bad"}]}]}
+    filters = load_task_filters(cfg, tmp_path, "server")
+    out = await filters.apply(FilterStage.RESULT_IN, "t", _dxo(), None)
+    assert out.meta["who"] == "server"
+    assert out.history == [{"name": "F", "args": {}, "site": "server",
+                            "stage": "task_result_in"}]
+    with pytest.raises(TaskFilterError, match="returned int") as info:
+        await filters.apply(FilterStage.DATA_OUT, "t", _dxo(), None)
+    assert info.value.rc == "TASK_DATA_FILTER_ERROR"
