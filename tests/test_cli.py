@@ -150,3 +150,20 @@ def test_run_bad_resources_exit_2(tmp_path, capsys):
     assert run_main([str(kits / "site-1"), "--resources", "[]",
                      "--workspace", str(tmp_path / "ws")]) == 2
     assert "--resources" in capsys.readouterr().err
+
+
+def test_an_admin_cert_proves_only_its_own_admin_cell_names(tmp_path):
+    import pytest
+
+    from cellnet.errors import IdentityMismatchError
+    from cellnet.security import StartupKit, verify_peer
+    from cellnet.security.names import admin_cell_name
+
+    kit = StartupKit.load(_admin_kits(tmp_path) / "admin@org-a.com")
+    cert = kit.cert_path.read_bytes()
+    mine = admin_cell_name("admin@org-a.com")
+    for announced in ("admin@org-a.com", mine, f"{mine}--ab12"):
+        assert verify_peer(cert, announced, ca=kit).role == "lead"
+    for announced in (admin_cell_name("other@org-a.com"), f"{mine}.J1", "site-1", "server"):
+        with pytest.raises(IdentityMismatchError):
+            verify_peer(cert, announced, ca=kit)

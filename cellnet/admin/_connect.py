@@ -1,8 +1,9 @@
 """An admin's connection to the server: one cell, one mutual-TLS link, a JobClient on top.
 
 Admin identities (``user@domain``) are not cell names, so the admin's cell
-announces :func:`~cellnet.security.names.admin_cell_name` of its identity;
-the server accepts that name only with that admin's certificate, and reads
+announces :func:`~cellnet.security.names.admin_cell_name` of its identity
+plus a per-connection suffix (``--<8 hex>``, so sessions never replace each
+other); the server accepts that name only with that admin's certificate, and reads
 the admin's name, org and role from the certificate (never from anything
 the admin says).  Nothing listens on the admin side: it only connects.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 from collections.abc import AsyncIterator
 
 import trio
@@ -19,7 +21,7 @@ from cellnet.cell import Cell
 from cellnet.errors import ProvisionError
 from cellnet.fl.runtime.client import JobClient
 from cellnet.security import Kind, StartupKit
-from cellnet.security.names import admin_cell_name
+from cellnet.security.names import AGENT_SEPARATOR, admin_cell_name
 from cellnet.transport import open_link_stream
 
 __all__ = ["admin_client"]
@@ -41,7 +43,7 @@ async def admin_client(kit: StartupKit | str | os.PathLike[str], *, host: str | 
     if kit.kind is not Kind.ADMIN:
         raise ProvisionError(f"{kit.path} is the kit of {kit.kind} {kit.name!r}, "
                              f"not of an admin")
-    me = admin_cell_name(kit.name)
+    me = f"{admin_cell_name(kit.name)}{AGENT_SEPARATOR}{secrets.token_hex(4)}"  # per session
     server = kit.server.name
     peer = await open_link_stream(host or kit.server.host,
                                   kit.server.fl_port if port is None else port, kit,

@@ -111,11 +111,13 @@ def name_problem(name: object, kind: Kind) -> str | None:
 
 
 def admin_cell_name(name: str) -> str:
-    """The cell name an admin announces on a link (its identity is not a valid cell name).
+    """The cell name of an admin (its identity, ``user@domain``, is not a valid cell name).
 
     ``admin-<name with every other character as '_'>-<8 hex digits of SHA-256 of the
     name>``: readable, deterministic, free of ``.`` and ``--``, and distinct for
-    distinct admins.  The certificate still proves who it is.
+    distinct admins.  Each connection announces it with an agent suffix
+    (``<admin cell name>--<session>``) so one admin can hold several at once;
+    the certificate still proves who it is.
     """
     problem = admin_name_problem(name)
     if problem is not None:

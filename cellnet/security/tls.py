@@ -168,7 +168,11 @@ def verify_peer(
 
 def _check_name(identity: Identity, announced: str) -> None:
     if identity.kind is Kind.ADMIN:
-        if announced not in (identity.name, admin_cell_name(identity.name)):
+        # its identity, or a cell of its own: admin_cell_name(identity) [+ "--<session>"]
+        cell = fqcn_problem(announced) is None and "." not in announced
+        if announced != identity.name and not (
+            cell and site_part(announced) == admin_cell_name(identity.name)
+        ):
             raise IdentityMismatchError(
                 f"peer announced {announced!r} but its certificate is for admin {identity.name!r}"
             )

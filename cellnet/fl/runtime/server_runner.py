@@ -204,7 +204,8 @@ class ServerRunner:
         status = RunStatus(self.store.get_meta(job_id)[JobMetaKey.STATUS])
         if status in FINISHED_STATUSES:
             raise JobError(f"job {job_id} has already ended ({status})")
-        reason = f"aborted by {msg.origin}"
+        who = self._submitter(msg.origin or "")
+        reason = f"aborted by {who.name}" + (f" ({who.org}, {who.role})" if who.role else "")
         if job_id in self.active:
             await self.finish(job_id, S.FINISHED_ABORTED, reason)
         else:

@@ -103,6 +103,16 @@ def procs(pkits, tmp_path):
     p.close()
 
 
+def _slow_job(tmp_path: Path) -> Path:
+    """A job whose one site (site-1) sleeps on its task: it stays RUNNING."""
+    return job_copy(tmp_path, "slow", **{
+        "app_client/custom/slow.py": SLOW_EXECUTOR,
+        "app_client/config/config_fed_client.json": SLOW_CFG,
+        "meta.json": json.dumps({"name": "slow", "min_clients": 1,
+                                 "deploy_map": {"app_server": ["server"],
+                                                "app_client": ["site-1"]}})})
+
+
 def _history(meta) -> list[str]:
     return [h["status"] for h in meta[STATUS_HISTORY]]
 
@@ -150,18 +160,23 @@ async def test_cellnet_run_and_job_submit_complete_a_job(procs, tmp_path):
     assert meta2[JobMetaKey.STATUS] == F.FINISHED_COMPLETED
     bad = await procs.job_cli("status", "no-such-job")
     assert bad.returncode == 1 and b"no job" in bad.stderr
+    # abort a running job from the command line; the reason names the admin's certificate
+    sub = await procs.job_cli("submit", str(_slow_job(tmp_path)), "--json")
+    slow_id = json.loads(sub.stdout)["job_id"]
+    async with admin_client(procs.kits / ADMIN, port=procs.port) as client:
+        await _wait(client, slow_id, [F.RUNNING])
+        aborted = await procs.job_cli("abort", slow_id)
+        meta3 = await client.get_meta(slow_id)
+    assert aborted.returncode == 0 and "FINISHED:ABORTED" in aborted.stdout.decode()
+    assert _history(meta3) == [F.SUBMITTED, F.DISPATCHED, F.RUNNING, F.FINISHED_ABORTED]
+    assert meta3["status_reason"] == f"aborted by {ADMIN} (org-a, project_admin)"
 
 
 async def test_server_restart_recovers_running_and_submitted_jobs(procs, tmp_path):
     procs.start("server")
     procs.start("site-1", "--resources", '{"slots": 2}')
     await _ready(procs)
-    slow = job_copy(tmp_path, "slow", **{
-        "app_client/custom/slow.py": SLOW_EXECUTOR,
-        "app_client/config/config_fed_client.json": SLOW_CFG,
-        "meta.json": json.dumps({"name": "slow", "min_clients": 1,
-                                 "deploy_map": {"app_server": ["server"],
-                                                "app_client": ["site-1"]}})})
+    slow = _slow_job(tmp_path)
     async with admin_client(procs.kits / ADMIN, port=procs.port, timeout=15) as client:
         running = (await client.submit(slow))["job_id"]
         await _wait(client, running, [F.RUNNING])
