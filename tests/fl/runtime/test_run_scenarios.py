@@ -129,7 +129,7 @@ async def _wait(client, job_id, statuses, timeout=30.0):
 
 
 async def test_cellnet_run_and_job_submit_complete_a_job(procs, tmp_path):
-    procs.start("server")
+    procs.start("server", "--project", str(procs.kits.parent / "project.toml"))
     procs.start("site-1", "--resources", '{"slots": 1}')
     procs.start("site-2", "--resources", '{"slots": 1}')
     await _ready(procs)
@@ -160,6 +160,10 @@ async def test_cellnet_run_and_job_submit_complete_a_job(procs, tmp_path):
     assert meta2[JobMetaKey.STATUS] == F.FINISHED_COMPLETED
     bad = await procs.job_cli("status", "no-such-job")
     assert bad.returncode == 1 and b"no job" in bad.stderr
+    unknown_site = job_copy(tmp_path, "bad", **{"meta.json": json.dumps({
+        "name": "bad", "deploy_map": {"app_server": ["server"], "app_client": ["site-7"]}})})
+    refused = await procs.job_cli("submit", str(unknown_site))
+    assert refused.returncode == 1 and b"site-7" in refused.stderr  # --project knows the sites
     # abort a running job from the command line; the reason names the admin's certificate
     sub = await procs.job_cli("submit", str(_slow_job(tmp_path)), "--json")
     slow_id = json.loads(sub.stdout)["job_id"]
