@@ -174,6 +174,8 @@ async def test_cellnet_run_and_job_submit_complete_a_job(procs, tmp_path):
     assert aborted.returncode == 0 and "FINISHED:ABORTED" in aborted.stdout.decode()
     assert _history(meta3) == [F.SUBMITTED, F.DISPATCHED, F.RUNNING, F.FINISHED_ABORTED]
     assert meta3["status_reason"] == f"aborted by {ADMIN} (org-a, project_admin)"
+    errors = await procs.job_cli("errors", slow_id, "--json")
+    assert errors.returncode == 0 and isinstance(json.loads(errors.stdout), list)
 
 
 async def test_server_restart_recovers_running_and_submitted_jobs(procs, tmp_path):
