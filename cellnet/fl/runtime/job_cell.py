@@ -29,7 +29,6 @@ server (traceback) before the process exits with status 1.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import sys
@@ -43,6 +42,7 @@ import trio
 from cellnet.defs import FLContextKey, ReservedKey, RunStatus
 from cellnet.errors import JobError
 from cellnet.fl.runtime import _proto as P
+from cellnet.fl.runtime.components import load_component
 from cellnet.fl.runtime.context import FLContext
 from cellnet.fl.runtime.events import EventBus, EventType
 from cellnet.fl.runtime.executor import ExecutorRunner
@@ -105,25 +105,6 @@ class JobEngine:
         """Register ``component`` for every event if it has ``handle_event``."""
         if callable(getattr(component, "handle_event", None)):
             self.events.register(component)
-
-
-def load_component(spec: Any, app_dir: Path, what: str) -> Any:
-    """Instantiate ``{"path": "module.Class", "args": {...}}`` (``custom/`` first on sys.path)."""
-    if not isinstance(spec, dict) or not isinstance(spec.get("path"), str) \
-            or "." not in spec["path"]:
-        raise JobError(f"{what}: needs {{'path': 'module.Class', 'args': {{...}}}}, got {spec!r}")
-    args = spec.get("args", {})
-    if not isinstance(args, dict):
-        raise JobError(f"{what}: 'args' must be an object")
-    custom = str(app_dir / "custom")
-    if (app_dir / "custom").is_dir() and custom not in sys.path:
-        sys.path.insert(0, custom)
-    module_name, _, cls_name = spec["path"].rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), cls_name)
-    except (ImportError, AttributeError) as exc:
-        raise JobError(f"{what}: cannot load {spec['path']!r}: {exc}") from exc
-    return cls(**args)
 
 
 def _app_config(app_dir: Path, name: str) -> dict[str, Any]:

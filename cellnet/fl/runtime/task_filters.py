@@ -38,6 +38,7 @@ from cellnet.defs import FLContextKey, MetaKey, ReturnCode
 from cellnet.errors import CellnetError, JobError
 from cellnet.fl.dxo import DXO
 from cellnet.fl.filters import make_filter
+from cellnet.fl.runtime.components import load_component
 from cellnet.fl.runtime.context import FLContext
 
 __all__ = ["DATA_KEY", "RESULT_KEY", "FilterStage", "TaskFilterError", "TaskFilters",
@@ -149,8 +150,6 @@ def _call(f: Any, dxo: DXO, fl_ctx: Any) -> Any:
 
 
 def _build(spec: Any, app_dir: Path, where: str) -> Any:
-    from cellnet.fl.runtime.job_cell import load_component
-
     if isinstance(spec, Mapping) and "path" in spec:
         f = load_component(dict(spec), app_dir, where)
     elif isinstance(spec, Mapping) and "name" in spec:

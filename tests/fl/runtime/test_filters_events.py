@@ -188,6 +188,8 @@ async def test_chains_select_by_task_and_record_each_filter(tmp_path):
     ({"task_data_filters": [{"tasks": "*", "filters": [{"path": "no.such.Thing"}]}]},
      "cannot load"),
     ({"task_data_filters": [{"tasks": "*", "filters": [7]}]}, "a filter is"),
+    ({"task_data_filters": [{"tasks": "*", "filters": [
+        {"path": "cellnet.fl.filters.Quantize", "args": {"nope": 1}}]}]}, "rejects args"),
     ({"task_data_filters": [{"tasks": "*", "filters": [{"name": "Dequantize"}], "x": 1}]},
      "exactly"),
 ])
