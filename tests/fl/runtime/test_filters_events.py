@@ -54,6 +54,7 @@ class W(Controller):
             while len(self.got) < 2:
                 await trio.sleep(0.02)
         out["events"] = sorted(self.got)
+        out["counted"] = sorted(set(self.engine.components["counter"].seen))
         return out
 '''
 
@@ -99,10 +100,20 @@ class Tag:
 class Boom:
     def process(self, dxo):
         raise ValueError("filter says no")
+
+class Counter:
+    def __init__(self, what):
+        self.what, self.seen = what, []
+
+    async def handle_event(self, event_type, fl_ctx):
+        if event_type in self.what:
+            self.seen.append(event_type)
 '''
 
 SERVER_CFG = {
     "workflow": {"path": "wf.W", "args": {}},
+    "components": [{"id": "counter", "path": "myfilters.Counter",
+                    "args": {"what": ["_start_run", "site_hello", "server_hello"]}}],
     "task_data_filters": [{"tasks": ["train"], "filters": [
         {"name": "ExcludeVars", "args": {"names": ["secret"]}}]}],
     "task_result_filters": [
@@ -155,6 +166,8 @@ async def test_filters_unsupported_and_federation_events_end_to_end(kits, tmp_pa
     assert res["bad_in"] == ReturnCode.TASK_DATA_FILTER_ERROR
     assert res["bad_result"] == ReturnCode.TASK_RESULT_FILTER_ERROR
     # each site's federation event reached the server's workflow, origin = the site
+    # a configured component saw the runtime's START_RUN, our own and the sites' events
+    assert res["counted"] == ["_start_run", "server_hello", "site_hello"]
     unique = {json.dumps(e) for e in res["events"]}  # site-1 also ran bad_result
     assert sorted(map(json.loads, unique)) == [["site-1", {"site": "site-1"}, "federation"],
                                                ["site-2", {"site": "site-2"}, "federation"]]
@@ -244,3 +257,32 @@ async def test_reference_style_filter_gets_a_context_and_bad_output_is_typed(tmp
     with pytest.raises(TaskFilterError, match="returned int") as info:
         await filters.apply(FilterStage.DATA_OUT, "t", _dxo(), None)
     assert info.value.rc == "TASK_DATA_FILTER_ERROR"
+
+
+@pytest.mark.parametrize("components, match", [
+    ({"c": 1}, "must be a list"),
+    ([{"path": "cellnet.fl.runtime.events.EventBus"}], "unique 'id'"),
+    ([{"id": "a", "path": "cellnet.fl.runtime.events.EventBus"},
+      {"id": "a", "path": "cellnet.fl.runtime.events.EventBus"}], "unique 'id'"),
+    ([{"id": "a", "path": "nowhere.Thing"}], "cannot load"),
+])
+def test_bad_components_are_refused(tmp_path, components, match):
+    from cellnet.fl.runtime.job_cell import JobEngine
+    from cellnet.fl.runtime.session import Session
+
+    engine = JobEngine(None, Session("server", "", "ssid", "p"), None, "J1", [], tmp_path)
+    with pytest.raises(JobError, match=match):
+        engine.setup({"components": components}, "config_fed_server.json")
+
+
+def test_components_with_handle_event_are_registered(tmp_path):
+    from cellnet.fl.runtime.job_cell import JobEngine
+    from cellnet.fl.runtime.session import Session
+
+    engine = JobEngine(None, Session("site-1", "t", "ssid", "p"), None, "J1", [], tmp_path)
+    engine.setup({"components": [{"id": "bus", "path": "cellnet.fl.runtime.events.EventBus"},
+                                 {"id": "ctx", "path": "cellnet.fl.runtime.context.FLContext"}]},
+                 "config_fed_client.json")
+    assert sorted(engine.components) == ["bus", "ctx"]
+    assert engine.events._handlers == []  # neither has handle_event
+    assert not engine.filters  # no filter chains configured
