@@ -95,6 +95,11 @@ class ServerRunner:
         async with self._store_lock:
             return await trio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
 
+    @staticmethod
+    async def _read(fn: Any, *args: Any) -> Any:
+        """Run a job store read in a worker thread (files are replaced atomically)."""
+        return await trio.to_thread.run_sync(functools.partial(fn, *args))
+
     async def __aenter__(self) -> ServerRunner:
         # jobs RUNNING when the server died end ABNORMAL; SUBMITTED ones stay scheduled
         report = await self._io(self.store.recover)
@@ -187,17 +192,17 @@ class ServerRunner:
 
     async def _list(self, doc: dict[str, Any], msg: Message) -> dict[str, Any]:
         return {"jobs": [{"job_id": j.job_id, "name": j.meta.get(JobMetaKey.JOB_NAME),
-                          "status": str(j.status)} for j in self.store.list_jobs()]}
+                          "status": str(j.status)} for j in await self._read(self.store.list_jobs)]}
 
     async def _get(self, doc: dict[str, Any], msg: Message) -> dict[str, Any]:
         job_id = str(doc.get("job_id"))
-        return {"meta": json.loads(json.dumps(self.store.get_meta(job_id), default=str)),
-                "results": self.store.get_results(job_id)}
+        meta = await self._read(self.store.get_meta, job_id)
+        return {"meta": json.loads(json.dumps(meta, default=str)),
+                "results": await self._read(self.store.get_results, job_id)}
 
     async def _show_errors(self, doc: dict[str, Any], msg: Message) -> dict[str, Any]:
         job_id = str(doc.get("job_id"))
-        self.store.get_meta(job_id)
-        return {"errors": self.store.get_errors(job_id)}
+        return {"errors": await self._read(self.store.get_errors, job_id)}
 
     async def _abort(self, doc: dict[str, Any], msg: Message) -> dict[str, Any]:
         job_id = str(doc.get("job_id"))
@@ -270,7 +275,7 @@ class ServerRunner:
 
     async def schedule_once(self) -> None:
         """One scheduling pass: start what can start, end what can never be scheduled."""
-        waiting = [j for j in self.store.list_jobs({S.SUBMITTED, S.APPROVED})
+        waiting = [j for j in await self._read(self.store.list_jobs, {S.SUBMITTED, S.APPROVED})
                    if j.job_id not in self.active]
         if not waiting:
             return
