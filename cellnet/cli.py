@@ -58,6 +58,13 @@ def _cmd_run(argv: list[str]) -> int:
     return process_main(argv)
 
 
+def _cmd_job(argv: list[str]) -> int:
+    """Submit and follow jobs on a running server with an admin kit (cellnet.admin.job_main)."""
+    from cellnet.admin import job_main
+
+    return job_main(argv)
+
+
 def _cmd_simulate(argv: list[str]) -> int:
     """Run a job on a throw-away local federation (cellnet.simulate.simulate_main)."""
     from cellnet.simulate import simulate_main
@@ -97,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     sub.add_parser(
+        "job",
+        help="submit, list, follow, abort jobs on a running server (admin startup kit)",
+        description="cellnet job submit|list|status|abort|errors <admin-kit> ...; "
+        "see 'cellnet job --help'",
+        add_help=False,
+    )
+    sub.add_parser(
         "simulate",
         help="run a job folder on a throw-away local federation (server + N sites, mTLS)",
         description="cellnet simulate <job-folder> | --example NAME [-n N]; "
@@ -112,6 +126,7 @@ _PASS_THROUGH = {
     "bench": _cmd_bench,
     "provision": _cmd_provision,
     "run": _cmd_run,
+    "job": _cmd_job,
 }
 
 

@@ -9,12 +9,16 @@ peer refused our identity (or we refused its).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
+import json
 import logging
+import math
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import trio
 
@@ -26,6 +30,9 @@ from cellnet.workspace import Workspace
 __all__ = ["EXIT_AUTH", "EXIT_UNREACHABLE", "EXIT_USAGE", "build_parser", "run_main"]
 
 log = logging.getLogger("cellnet.run")
+#: What a site offers jobs when neither --resources nor <kit>/resources.json says.
+DEFAULT_RESOURCES = {"slots": 4}
+RESOURCES_FILE = "resources.json"
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 EXIT_AUTH = 4
@@ -44,6 +51,13 @@ Logs go to <workspace>/log.txt (and stderr); security events (links accepted
 or refused, link up/down with the peer's identity) to <workspace>/audit.log.
 
 Every cell answers requests on channel "cellnet": echo, info and stats.
+
+The server and the sites also run the job runtime (unless --no-jobs): the
+server keeps its job store in <workspace>/store (recovered on start: jobs
+that were running end FINISHED:ABNORMAL, submitted ones are scheduled) and
+schedules and deploys jobs; a site logs in (again after every reconnect),
+offers its --resources and runs the job cells it is sent. Submit and follow
+jobs with 'cellnet job ... <admin kit>'.
 
 exit status: 0 stopped by a signal; 2 bad arguments, bad kit or port in use;
 3 uplink unreachable for --connect-timeout seconds; 4 authentication refused.
@@ -77,8 +91,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--p2p-listen", metavar="HOST:PORT",
                    help="site: accept direct links from other cells on HOST:PORT (port 0: any) "
                    "and publish it to the server")
+    p.add_argument("--project", metavar="TOML",
+                   help="server: the project file; only its sites may log in and be named "
+                   "in deploy maps (default: any site with a certificate of the project CA)")
+    p.add_argument("--resources", metavar="JSON",
+                   help="site: what this site offers to jobs' resource_spec, e.g. "
+                   "'{\"slots\": 2}' (default: <kit>/resources.json, else "
+                   f"'{json.dumps(DEFAULT_RESOURCES)}')")
+    p.add_argument("--no-jobs", action="store_true",
+                   help="run the bare cell, without the job runtime")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     return p
+
+
+def _resources(args: argparse.Namespace, kit: StartupKit) -> dict[str, float]:
+    """The site's resources: --resources, else <kit>/resources.json, else the default."""
+    path = kit.path / RESOURCES_FILE
+    if args.resources is not None:
+        text, where = args.resources, "--resources"
+    elif path.is_file():
+        text, where = path.read_text(), str(path)
+    else:
+        return dict(DEFAULT_RESOURCES)
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{where} is not JSON: {exc}") from None
+    if not isinstance(doc, dict) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < math.inf
+            for v in doc.values()):
+        raise ValueError(f"{where} must be a JSON object of non-negative numbers, got {text!r}")
+    return {str(k): float(v) for k, v in doc.items()}
+
+
+def _known_sites(args: argparse.Namespace) -> list[str] | None:
+    if args.project is None:
+        return None
+    from cellnet.security import load_project
+
+    return [site.name for site in load_project(args.project).sites]
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -123,9 +174,38 @@ def _remember_signal(signum: int, frame: object) -> None:
     _early_signals.append(signum)
 
 
-async def _serve(node: CellNode, jobs: Sequence[str]) -> None:
+@contextlib.asynccontextmanager
+async def _runtime(node: CellNode, runtime: dict[str, Any] | None) -> AsyncIterator[None]:
+    """The job runtime of a server (ServerRunner + JobStore) or a site (SiteRunner + login)."""
+    if runtime is None:
+        yield
+        return
+    from cellnet.fl import JobStore
+    from cellnet.fl.runtime import ServerRunner, SiteRunner
+
+    root = runtime["root"]
+    if runtime["role"] == "server":
+        store = JobStore(root / "store")
+        async with ServerRunner(node, store, workspace=root / "run",
+                                known_sites=runtime["sites"]):
+            jobs = store.list_jobs()
+            print(f"cellnet run: job runtime ready ({len(jobs)} job(s) in {store.root})",
+                  flush=True)
+            log.info("job store %s: %d job(s); scheduling", store.root, len(jobs))
+            yield
+        return
+    async with SiteRunner(node, runtime["resources"], workspace=root / "jobs") as site, \
+            trio.open_nursery() as nursery:
+        nursery.start_soon(site.stay_logged_in)
+        print(f"cellnet run: job runtime ready (resources {runtime['resources']})", flush=True)
+        yield
+        nursery.cancel_scope.cancel()
+
+
+async def _serve(node: CellNode, jobs: Sequence[str],
+                 runtime: dict[str, Any] | None = None) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with node:
+        async with node, _runtime(node, runtime):
             if _early_signals:
                 log.info("cell %s: stop requested during start-up", node.fqcn)
                 return
@@ -156,13 +236,19 @@ def run_main(argv: Sequence[str] | None = None) -> int:
         kit = StartupKit.load(args.kit)
         ws = Workspace(args.workspace or os.path.join("workspace", args.child or kit.name))
         node = _node(args, kit, ws)
+        runtime = None
+        if args.child is None and not args.no_jobs:
+            server = kit.kind is Kind.SERVER
+            runtime = {"role": "server" if server else "site", "root": ws.root.resolve(),
+                       "sites": _known_sites(args) if server else None,
+                       "resources": None if server else _resources(args, kit)}
         ws.create()
     except (ProvisionError, ValueError, TypeError, OSError) as exc:
         return _error(str(exc), EXIT_USAGE)
     with ws.open_logs(verbose=args.verbose, stderr=True):
         log.info("cell %s starting from kit %s (workspace %s)", node.fqcn, kit.path, ws.root)
         try:
-            trio.run(_serve, node, args.job)
+            trio.run(_serve, node, args.job, runtime)
         except BaseException as group:
             exc = unwrap_group(group)
             if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:

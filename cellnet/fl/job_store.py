@@ -381,6 +381,13 @@ class JobStore:
         self._put_meta(meta)
         return meta
 
+    def record_deploy(self, job_id: str, detail: Collection[str]) -> dict[str, Any]:
+        """Record where the job was deployed (``JOB_DEPLOY_DETAIL``: ``"<site>: <outcome>"``)."""
+        meta = self.get_meta(job_id)
+        meta[JobMetaKey.JOB_DEPLOY_DETAIL] = [str(d) for d in detail]
+        self._put_meta(meta)
+        return meta
+
     def save_results(self, job_id: str, data: bytes) -> None:
         """Store the job's results atomically and record their location."""
         meta = self.get_meta(job_id)

@@ -10,6 +10,7 @@ agent id in agent cell names), so a participant name may not contain it.
 from __future__ import annotations
 
 import enum
+import hashlib
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -107,6 +108,22 @@ def name_problem(name: object, kind: Kind) -> str | None:
     if kind is Kind.ADMIN:
         return admin_name_problem(name)
     return cell_name_problem(name)
+
+
+def admin_cell_name(name: str) -> str:
+    """The cell name of an admin (its identity, ``user@domain``, is not a valid cell name).
+
+    ``admin-<name with every other character as '_'>-<8 hex digits of SHA-256 of the
+    name>``: readable, deterministic, free of ``.`` and ``--``, and distinct for
+    distinct admins.  Each connection announces it with an agent suffix
+    (``<admin cell name>--<session>``) so one admin can hold several at once;
+    the certificate still proves who it is.
+    """
+    problem = admin_name_problem(name)
+    if problem is not None:
+        raise ValueError(problem)
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"admin-{re.sub(r'[^A-Za-z0-9_]', '_', name)[:40]}-{digest}"
 
 
 def site_part(fqcn: str) -> str:

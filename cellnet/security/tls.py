@@ -34,7 +34,7 @@ from cellnet.errors import (
 from cellnet.security.certs import issued_by
 from cellnet.security.identity import identity_from_cert, load_certificate
 from cellnet.security.kit import StartupKit
-from cellnet.security.names import Identity, Kind, fqcn_problem, site_part
+from cellnet.security.names import Identity, Kind, admin_cell_name, fqcn_problem, site_part
 
 KitLike = StartupKit | str | os.PathLike[str]
 
@@ -168,7 +168,11 @@ def verify_peer(
 
 def _check_name(identity: Identity, announced: str) -> None:
     if identity.kind is Kind.ADMIN:
-        if announced != identity.name:
+        # its identity, or a cell of its own: admin_cell_name(identity) [+ "--<session>"]
+        cell = fqcn_problem(announced) is None and "." not in announced
+        if announced != identity.name and not (
+            cell and site_part(announced) == admin_cell_name(identity.name)
+        ):
             raise IdentityMismatchError(
                 f"peer announced {announced!r} but its certificate is for admin {identity.name!r}"
             )

@@ -3,17 +3,27 @@
 from cellnet.fl.runtime.client import JobClient
 from cellnet.fl.runtime.context import FLContext, peer_context_from_headers
 from cellnet.fl.runtime.controller import Controller, Task, TaskResult
-from cellnet.fl.runtime.executor import Executor, ExecutorRunner, Signal
+from cellnet.fl.runtime.events import EventBus, EventType
+from cellnet.fl.runtime.executor import Executor, ExecutorRunner, Signal, TaskUnsupportedError
 from cellnet.fl.runtime.messenger import JobCellMessenger
-from cellnet.fl.runtime.server_runner import ServerRunner
+from cellnet.fl.runtime.server_runner import ServerRunner, peer_identity
 from cellnet.fl.runtime.session import Session, SessionCheck, SessionTable
 from cellnet.fl.runtime.site_runner import SiteRunner
+from cellnet.fl.runtime.task_filters import (
+    FilterStage,
+    TaskFilterError,
+    TaskFilters,
+    load_task_filters,
+)
 
 __all__ = [
     "Controller",
+    "EventBus",
+    "EventType",
     "Executor",
     "ExecutorRunner",
     "FLContext",
+    "FilterStage",
     "JobCellMessenger",
     "JobClient",
     "ServerRunner",
@@ -23,6 +33,11 @@ __all__ = [
     "Signal",
     "SiteRunner",
     "Task",
+    "TaskFilterError",
+    "TaskFilters",
     "TaskResult",
+    "TaskUnsupportedError",
+    "load_task_filters",
     "peer_context_from_headers",
+    "peer_identity",
 ]

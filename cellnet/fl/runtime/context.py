@@ -61,6 +61,13 @@ class FLContext:
         else:
             self._private.discard(key)
 
+    def copy(self) -> FLContext:
+        """A new context with the same props and flags (values are shared, not copied)."""
+        other = FLContext()
+        other._props = dict(self._props)
+        other._private = set(self._private)
+        return other
+
     def get_prop(self, key: str, default: Any = None) -> Any:
         return self._props.get(str(key), default)
 

@@ -15,6 +15,10 @@ peer check, job id, the job's client sites) before calling it.
   so the server holds one result's arrays at a time, not N.
 * :meth:`send_and_wait` is the one-target case; :meth:`relay_and_wait` visits
   targets in sequence, each OK result becoming the next target's task data.
+* the app's task filters (:mod:`cellnet.fl.runtime.task_filters`) run on
+  the data of each target before it leaves and on each OK result as it
+  arrives; a failing one gives that target ``TASK_DATA_FILTER_ERROR`` /
+  ``TASK_RESULT_FILTER_ERROR``.
 * :meth:`abort_task` ends a task's waits and tells the sites
   (``__abort_task__``); :meth:`end_run` sends ``__end_run__`` to every site.
 """
@@ -36,6 +40,7 @@ from cellnet.fl.dxo import DXO
 from cellnet.fl.runtime import _proto as P
 from cellnet.fl.runtime.context import FLContext
 from cellnet.fl.runtime.messenger import JobCellMessenger
+from cellnet.fl.runtime.task_filters import FilterStage, TaskFilterError, TaskFilters
 from cellnet.message import Message
 from cellnet.requests import CELL_RC
 
@@ -135,6 +140,11 @@ class Controller:
             raise ValueError("a task needs at least one target")
         return names
 
+    def _task_filters(self) -> TaskFilters | None:
+        """The app's task filter chains (the job cell puts them on the engine), if any."""
+        filters = getattr(self.engine, "filters", None)
+        return filters if isinstance(filters, TaskFilters) and filters else None
+
     def _message(self, task: Task, data: DXO) -> Message:
         return Message({P.TASK_NAME: task.name, P.TASK_ID: task.task_id}, data.to_bytes())
 
@@ -164,18 +174,33 @@ class Controller:
                              f"got {min_responses!r}")
         results: dict[str, TaskResult] = {}
         enough = trio.Event()
-        msg = self._message(task, task.data)
+        filters = self._task_filters()
+        msg = None if filters else self._message(task, task.data)  # filtered: one per target
 
         async def one(name: str) -> None:
+            out = msg
+            if filters:
+                try:
+                    data = await filters.apply(FilterStage.DATA_OUT, task.name, task.data, fl_ctx)
+                except TaskFilterError as exc:
+                    results[name] = TaskResult(name, exc.rc, None, str(exc))
+                    return
+                out = self._message(task, data)
             replies = await self.messenger.send_to_cell(
-                [name], P.TASK_CHANNEL, P.TaskTopic.RUN, msg, task.timeout, fl_ctx)
+                [name], P.TASK_CHANNEL, P.TaskTopic.RUN, out, task.timeout, fl_ctx)
             result = _result(name, replies[name])
             del replies
+            if filters and result.ok and result.dxo is not None:
+                try:
+                    result = TaskResult(name, result.rc, await filters.apply(
+                        FilterStage.RESULT_IN, task.name, result.dxo, fl_ctx))
+                except TaskFilterError as exc:
+                    result = TaskResult(name, exc.rc, None, str(exc))
             if result_received_cb is not None:
-                out = result_received_cb(result)
-                if inspect.isawaitable(out):
-                    out = await out
-                result = _without_arrays(result if out is None else out)
+                kept = result_received_cb(result)
+                if inspect.isawaitable(kept):
+                    kept = await kept
+                result = _without_arrays(result if kept is None else kept)
             results[name] = result
             if min_responses and sum(r.ok for r in results.values()) >= min_responses:
                 enough.set()

@@ -4,7 +4,10 @@ An :class:`Executor` implements ``execute(task_name, dxo, fl_ctx, abort_signal)`
 (sync or async) and returns a :class:`~cellnet.fl.dxo.DXO`.  The
 :class:`ExecutorRunner` of a site job cell serves the task channel through
 the session guard: a task no executor is registered for answers
-``TASK_UNKNOWN``; undecodable task data ``BAD_TASK_DATA``; a raising executor
+``TASK_UNKNOWN``; one its executor does not support (``supported_tasks``,
+or :class:`TaskUnsupportedError`) ``TASK_UNSUPPORTED``; undecodable task
+data ``BAD_TASK_DATA``; a failing task data/result filter of the app
+``TASK_DATA_FILTER_ERROR``/``TASK_RESULT_FILTER_ERROR``; a raising executor
 ``EXECUTION_EXCEPTION`` (with the traceback in the reply's error header); a
 result that is not a DXO ``EXECUTION_RESULT_ERROR``; a task aborted with
 ``__abort_task__`` ``TASK_ABORTED``.  ``__end_run__`` sets :attr:`ExecutorRunner.ended`.
@@ -16,20 +19,21 @@ from __future__ import annotations
 import inspect
 import logging
 import traceback
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import trio
 
 from cellnet.defs import FLContextKey, ReturnCode
-from cellnet.errors import CellnetError
+from cellnet.errors import CellnetError, JobError
 from cellnet.fl.dxo import DXO
 from cellnet.fl.runtime import _proto as P
 from cellnet.fl.runtime.context import FLContext
 from cellnet.fl.runtime.messenger import guard
+from cellnet.fl.runtime.task_filters import FilterStage, TaskFilterError, TaskFilters
 from cellnet.message import Message
 
-__all__ = ["Executor", "ExecutorRunner", "Signal", "task_reply"]
+__all__ = ["Executor", "ExecutorRunner", "Signal", "TaskUnsupportedError", "task_reply"]
 
 log = logging.getLogger("cellnet.fl.executor")
 
@@ -53,8 +57,20 @@ class Signal:
         await self._event.wait()
 
 
+class TaskUnsupportedError(JobError):
+    """Raised by an executor for a task it does not support (answered ``TASK_UNSUPPORTED``)."""
+
+
 class Executor:
-    """Base class of executors: override :meth:`execute`."""
+    """Base class of executors: override :meth:`execute`.
+
+    ``supported_tasks`` (None: every task it is registered for) declares what
+    it can run; any other task is answered ``TASK_UNSUPPORTED`` without
+    calling :meth:`execute`, as is one whose ``execute`` raises
+    :class:`TaskUnsupportedError`.
+    """
+
+    supported_tasks: Collection[str] | None = None
 
     def execute(self, task_name: str, dxo: DXO, fl_ctx: FLContext, abort_signal: Signal) -> Any:
         raise CellnetError(f"{type(self).__name__} does not implement execute()")
@@ -116,12 +132,25 @@ class ExecutorRunner:
         if executor is None:
             return ReturnCode.TASK_UNKNOWN, task_reply(
                 ReturnCode.TASK_UNKNOWN, error=f"no executor for task {name!r}")
+        supported = getattr(executor, "supported_tasks", None)
+        if supported is not None and name not in supported:
+            return ReturnCode.TASK_UNSUPPORTED, task_reply(
+                ReturnCode.TASK_UNSUPPORTED,
+                error=f"{type(executor).__name__} does not support task {name!r}")
         try:
             dxo = DXO.from_bytes(msg.payload)
         except (CellnetError, TypeError, ValueError) as exc:
             return ReturnCode.BAD_TASK_DATA, task_reply(ReturnCode.BAD_TASK_DATA, error=str(exc))
         fl_ctx.set_prop(FLContextKey.TASK_NAME, name, private=False)
         fl_ctx.set_prop(FLContextKey.TASK_ID, task_id, private=False)
+        filters = getattr(self.engine, "filters", None)
+        if not isinstance(filters, TaskFilters):
+            filters = TaskFilters()
+        try:
+            dxo = await filters.apply(FilterStage.DATA_IN, name, dxo, fl_ctx)
+        except TaskFilterError as exc:
+            log.warning("%s", exc)
+            return exc.rc, task_reply(exc.rc, error=str(exc))
         signal = Signal()
         fl_ctx.set_prop(FLContextKey.RUN_ABORT_SIGNAL, signal)
         result: Any = None
@@ -133,6 +162,9 @@ class ExecutorRunner:
                 else:
                     result = await trio.to_thread.run_sync(
                         executor.execute, name, dxo, fl_ctx, signal, abandon_on_cancel=True)
+            except TaskUnsupportedError as exc:
+                return ReturnCode.TASK_UNSUPPORTED, task_reply(ReturnCode.TASK_UNSUPPORTED,
+                                                               error=str(exc))
             except Exception:
                 log.exception("executor for task %r raised", name)
                 return ReturnCode.EXECUTION_EXCEPTION, task_reply(
@@ -146,4 +178,9 @@ class ExecutorRunner:
             return ReturnCode.EXECUTION_RESULT_ERROR, task_reply(
                 ReturnCode.EXECUTION_RESULT_ERROR,
                 error=f"executor returned {type(result).__name__}, not a DXO")
+        try:
+            result = await filters.apply(FilterStage.RESULT_OUT, name, result, fl_ctx)
+        except TaskFilterError as exc:
+            log.warning("%s", exc)
+            return exc.rc, task_reply(exc.rc, error=str(exc))
         return ReturnCode.OK, task_reply(ReturnCode.OK, result)

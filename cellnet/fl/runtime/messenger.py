@@ -21,7 +21,7 @@ import math
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from cellnet.defs import RC_TABLE, CellReturnCode, CMIHeader, FLContextKey
+from cellnet.defs import RC_TABLE, CellReturnCode, CMIHeader, FLContextKey, ReservedKey
 from cellnet.errors import CellnetError
 from cellnet.fl.dxo import DXO
 from cellnet.fl.runtime.context import FLContext, peer_context_from_headers
@@ -118,7 +118,8 @@ Handler = Callable[[Message, FLContext], Awaitable[Any]]
 def guard(engine: Any, job_id: str, handler: Handler) -> Callable[[Message], Awaitable[Message]]:
     """A cell handler that checks the request's session, then runs ``handler(msg, fl_ctx)``.
 
-    ``fl_ctx`` holds the job id, our client name and the sender's peer context.
+    ``fl_ctx`` holds the job id, our client name, the engine (private) and the
+    sender's peer context.
     The reply (whatever ``handler`` returns, as in ``register_request_cb``)
     carries our cmi headers.  A refused request gets ``invalid_session`` or
     ``authentication_error``; a bad peer context gets ``invalid_request``.
@@ -139,6 +140,7 @@ def guard(engine: Any, job_id: str, handler: Handler) -> Callable[[Message], Awa
         fl_ctx = FLContext()
         fl_ctx.set_prop(FLContextKey.CURRENT_JOB_ID, job_id, private=False)
         fl_ctx.set_prop(FLContextKey.CLIENT_NAME, engine.session.client_name, private=False)
+        fl_ctx.set_prop(ReservedKey.ENGINE, engine)
         if peer is not None:
             fl_ctx.set_peer_context(peer)
         result = await handler(msg, fl_ctx)

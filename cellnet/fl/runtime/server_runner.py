@@ -5,7 +5,14 @@ and a :class:`~cellnet.fl.JobStore`.
 
 * **Job admin** (channel ``job``: ``submit``/``list``/``get``/``abort``/
   ``show_errors``): a submit is validated and stored (idempotent per submit
-  token); the submitter is the site part of the verified origin.
+  token); the submitter's name, org and role come from the certificate of
+  the link it arrived on (an admin's or a site's), recorded in the job meta.
+* **Store I/O**: every job store write (they fsync) runs in a worker
+  thread, one at a time, so the trio thread never waits on the disk.
+* **Restart**: :meth:`JobStore.recover` runs on entry -- jobs that were
+  RUNNING/DISPATCHED end FINISHED:ABNORMAL, SUBMITTED ones are scheduled;
+  a site logging in learns which of its jobs are still active (it stops
+  the others).
 * **Sessions**: sites ``login`` and report their resources; only logged-in,
   linked sites count as connected.
 * **Scheduling loop**: every ``poll_interval`` (or when something changes)
@@ -23,6 +30,7 @@ and a :class:`~cellnet.fl.JobStore`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -44,9 +52,10 @@ from cellnet.fl.runtime.session import SERVER_CLIENT, SessionTable, cmi_headers
 from cellnet.fl.scheduler import Action, pick_jobs
 from cellnet.message import Message
 from cellnet.node import CellNode, ChildCell
-from cellnet.security.names import site_part
+from cellnet.security.identity import identity_from_cert
+from cellnet.security.names import Identity, site_part
 
-__all__ = ["ServerRunner"]
+__all__ = ["ServerRunner", "peer_identity"]
 
 log = logging.getLogger("cellnet.fl.server")
 S = RunStatus
@@ -78,11 +87,23 @@ class ServerRunner:
         self.refused: dict[str, set[str]] = {}
         self.progress: dict[str, dict[str, Any]] = {}  # latest workflow progress per job
         self._wake = trio.Event()
+        self._store_lock = trio.Lock()
         self._nursery: trio.Nursery | None = None
         self._cm: Any = None
 
+    async def _io(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a job store call (it fsyncs) in a worker thread, one at a time."""
+        async with self._store_lock:
+            return await trio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+
+    @staticmethod
+    async def _read(fn: Any, *args: Any) -> Any:
+        """Run a job store read in a worker thread (files are replaced atomically)."""
+        return await trio.to_thread.run_sync(functools.partial(fn, *args))
+
     async def __aenter__(self) -> ServerRunner:
-        report = self.store.recover()  # jobs RUNNING when the server died end ABNORMAL
+        # jobs RUNNING when the server died end ABNORMAL; SUBMITTED ones stay scheduled
+        report = await self._io(self.store.recover)
         if report.abnormal:
             log.warning("jobs that were running when the server stopped: %s",
                         ", ".join(report.abnormal))
@@ -130,7 +151,8 @@ class ServerRunner:
         self.refused = {j: s - {origin} for j, s in self.refused.items()}
         log.info("site %s logged in (resources %s)", origin, self.resources[origin])
         self.wake()
-        return P.ok_reply(session.to_dict())
+        jobs = sorted(j for j, a in self.active.items() if origin in a.sites)
+        return P.ok_reply({**session.to_dict(), "jobs": jobs})
 
     def _server_msg(self, doc: dict[str, Any], job_id: str | None = None) -> Message:
         return Message(cmi_headers(self.sessions.server_session(), job_id), P.dumps(doc))
@@ -152,45 +174,55 @@ class ServerRunner:
         content = doc.get("content")
         if not isinstance(content, bytes):
             raise JobValidationError("submit: 'content' (the job folder zip) is missing")
-        submitter = Submitter(name=msg.origin or "")
+        submitter = self._submitter(msg.origin or "")
         known = self.sessions.known  # the project's sites, when the server was told them
-        result = self.store.submit(content, submit_token=doc.get("submit_token"),
-                                   submitter=submitter,
-                                   sites=sorted(known) if known is not None else None,
-                                   job_folder_name=str(doc.get("folder_name") or ""))
+        result = await self._io(self.store.submit, content,
+                                submit_token=doc.get("submit_token"), submitter=submitter,
+                                sites=sorted(known) if known is not None else None,
+                                job_folder_name=str(doc.get("folder_name") or ""))
         self.wake()
         return {"job_id": result.job_id, "created": result.created,
                 "warnings": list(result.warnings)}
 
+    def _submitter(self, origin: str) -> Submitter:
+        """Who submits: name, org and role from the verified certificate of the link."""
+        identity = peer_identity(self.node.cell, origin)
+        if identity is None:  # not a direct TLS peer: only its (verified) site is known
+            return Submitter(name=site_part(origin) if origin else "")
+        role = identity.role.value if identity.role is not None else ""
+        return Submitter(name=identity.name, org=identity.org, role=role)
+
     async def _list(self, doc: dict[str, Any], msg: Message) -> dict[str, Any]:
         return {"jobs": [{"job_id": j.job_id, "name": j.meta.get(JobMetaKey.JOB_NAME),
-                          "status": str(j.status)} for j in self.store.list_jobs()]}
+                          "status": str(j.status)} for j in await self._read(self.store.list_jobs)]}
 
     async def _get(self, doc: dict[str, Any], msg: Message) -> dict[str, Any]:
         job_id = str(doc.get("job_id"))
-        return {"meta": json.loads(json.dumps(self.store.get_meta(job_id), default=str)),
-                "results": self.store.get_results(job_id), "progress": self.progress.get(job_id)}
+        meta = await self._read(self.store.get_meta, job_id)
+        return {"meta": json.loads(json.dumps(meta, default=str)),
+                "results": await self._read(self.store.get_results, job_id),
+                "progress": self.progress.get(job_id)}
 
     async def _show_errors(self, doc: dict[str, Any], msg: Message) -> dict[str, Any]:
         job_id = str(doc.get("job_id"))
-        self.store.get_meta(job_id)
-        return {"errors": self.store.get_errors(job_id)}
+        return {"errors": await self._read(self.store.get_errors, job_id)}
 
     async def _abort(self, doc: dict[str, Any], msg: Message) -> dict[str, Any]:
         job_id = str(doc.get("job_id"))
         status = RunStatus(self.store.get_meta(job_id)[JobMetaKey.STATUS])
         if status in FINISHED_STATUSES:
             raise JobError(f"job {job_id} has already ended ({status})")
-        reason = f"aborted by {msg.origin}"
+        who = self._submitter(msg.origin or "")
+        reason = f"aborted by {who.name}" + (f" ({who.org}, {who.role})" if who.role else "")
         if job_id in self.active:
             await self.finish(job_id, S.FINISHED_ABORTED, reason)
         else:
-            self.store.set_status(job_id, S.FINISHED_ABORTED, reason)
+            await self._io(self.store.set_status, job_id, S.FINISHED_ABORTED, reason)
         return {"status": str(self.store.get_meta(job_id)[JobMetaKey.STATUS])}
 
     # --- reports from job cells and sites ---------------------------------------------
-    def _record_error(self, job_id: str, who: str, error: str) -> None:
-        self.store.record_error(job_id, who, error)
+    async def _record_error(self, job_id: str, who: str, error: str) -> None:
+        await self._io(self.store.record_error, job_id, who, error)
 
     async def _report(self, msg: Message) -> Message:
         doc = P.loads(msg, "job report")
@@ -205,11 +237,11 @@ class ServerRunner:
                                  f"{msg.origin} is not a job cell of job {job_id}")
         status = RunStatus(doc.get("status", S.FINISHED_EXECUTION_EXCEPTION))
         if doc.get("error"):
-            self._record_error(job_id, who, str(doc["error"]))
+            await self._record_error(job_id, who, str(doc["error"]))
         if status == S.RUNNING:  # an error report (e.g. a training script's) that ends nothing
             return P.ok_reply()
         if who == SERVER_CLIENT and status == S.FINISHED_COMPLETED:
-            self.store.save_results(job_id, _results_zip(doc.get("results")))
+            await self._io(self.store.save_results, job_id, _results_zip(doc.get("results")))
         reason = "workflow completed" if status == S.FINISHED_COMPLETED else \
             f"{who}: {doc.get('error') or status}"
         self._spawn(self.finish, job_id, status, reason)
@@ -236,16 +268,16 @@ class ServerRunner:
             return P.error_reply(verdict.code, verdict.reason)
         job_id, code = str(doc.get("job_id")), doc.get("returncode")
         if code != 0 and not doc.get("aborted"):
-            self._process_died(job_id, site, code)
+            self._spawn(self._process_died, job_id, site, code)
         return P.ok_reply()
 
-    def _process_died(self, job_id: str, who: str, code: Any) -> None:
+    async def _process_died(self, job_id: str, who: str, code: Any) -> None:
         job = self.active.get(job_id)
         if job is None or job.ending:
             return
         error = f"{who}: job process exited with status {code}"
-        self._record_error(job_id, who, error)
-        self._spawn(self.finish, job_id, S.FINISHED_ABNORMAL, error)
+        await self._record_error(job_id, who, error)
+        await self.finish(job_id, S.FINISHED_ABNORMAL, error)
 
     def _spawn(self, fn: Any, *args: Any) -> None:
         assert self._nursery is not None
@@ -254,14 +286,14 @@ class ServerRunner:
     # --- scheduling -----------------------------------------------------------------
     async def _schedule_loop(self) -> None:
         while True:
-            self.schedule_once()
+            await self.schedule_once()
             with trio.move_on_after(self.poll_interval):
                 await self._wake.wait()
             self._wake = trio.Event()
 
-    def schedule_once(self) -> None:
+    async def schedule_once(self) -> None:
         """One scheduling pass: start what can start, end what can never be scheduled."""
-        waiting = [j for j in self.store.list_jobs({S.SUBMITTED, S.APPROVED})
+        waiting = [j for j in await self._read(self.store.list_jobs, {S.SUBMITTED, S.APPROVED})
                    if j.job_id not in self.active]
         if not waiting:
             return
@@ -270,7 +302,8 @@ class ServerRunner:
                               time.time(), self.refused)
         for d in decisions:
             if d.action is Action.CAN_NOT_SCHEDULE:
-                self.store.set_status(d.job_id, S.FINISHED_CANT_SCHEDULE, d.reason)
+                await self._io(self.store.set_status, d.job_id, S.FINISHED_CANT_SCHEDULE,
+                               d.reason)
             else:
                 self.active[d.job_id] = _Active(d.job_id, list(d.sites))
                 self._spawn(self._start_job, d.job_id, d.reservations)
@@ -283,7 +316,7 @@ class ServerRunner:
                 await self._dispatch(state, reservations)
             except (CellnetError, OSError, trio.TooSlowError) as exc:
                 log.warning("job %s failed to start: %s", job_id, exc)
-                self._record_error(job_id, SERVER_CLIENT, f"failed to start: {exc}")
+                await self._record_error(job_id, SERVER_CLIENT, f"failed to start: {exc}")
                 status = S.FAILED_TO_RUN
                 if RunStatus(self.store.get_meta(job_id)[JobMetaKey.STATUS]) == S.RUNNING:
                     status = S.FINISHED_ABNORMAL
@@ -297,19 +330,27 @@ class ServerRunner:
             s, P.RUNTIME_CHANNEL, P.RuntimeTopic.CHECK_RESOURCES,
             self._server_msg({"job_id": job_id, "resources": reservations.get(s, {})}))
             for s in state.sites}
+        # a site that said no is remembered until it logs in again; one that could not
+        # answer (link down, session not settled yet) is simply asked again next pass
         refused = [s for s, r in replies.items()
-                   if r.return_code != "ok" or not P.loads(r, "check")["ok"]]
-        if refused:
+                   if r.return_code == "ok" and not P.loads(r, "check")["ok"]]
+        failed = [s for s, r in replies.items() if r.return_code != "ok"]
+        if refused or failed:
+            for s in failed:
+                log.info("job %s: %s could not check resources (%s: %s); will retry",
+                         job_id, s, replies[s].return_code, replies[s].error)
             self.refused.setdefault(job_id, set()).update(refused)
             for s in state.sites:
                 await cell.send_request(s, P.RUNTIME_CHANNEL, P.RuntimeTopic.CANCEL_RESOURCES,
                                         self._server_msg({"job_id": job_id}))
             del self.active[job_id]
-            self.wake()
+            if refused:
+                self.wake()
             return
         job = self.store.get_job(job_id)
-        self.store.record_schedule(job_id, state.sites)
-        self.store.set_status(job_id, S.DISPATCHED, f"deploying to {', '.join(state.sites)}")
+        await self._io(self.store.record_schedule, job_id, state.sites)
+        await self._io(self.store.set_status, job_id, S.DISPATCHED,
+                       f"deploying to {', '.join(state.sites)}")
         server_app = job.app_for_site(SERVER_CLIENT)
         if server_app is None:
             raise JobError("the job deploys no app to the server (no workflow to run)")
@@ -317,6 +358,7 @@ class ServerRunner:
             async with trio.open_nursery() as nursery:
                 for site in state.sites:
                     nursery.start_soon(self._deploy_to, job, site)
+        await self._io(self.store.record_deploy, job_id, [f"{s}: OK" for s in state.sites])
         app_dir = self._unpack(job, server_app)
         config = {"job_id": job_id, "role": "server", "app_dir": str(app_dir),
                   "session": self.sessions.server_session().to_dict(),
@@ -325,7 +367,7 @@ class ServerRunner:
         path.write_text(json.dumps(config))
         argv = [sys.executable, "-m", "cellnet.fl.runtime.job_cell", str(path)]
         state.child = await self.node.start_child(job_id, argv, timeout=self.start_timeout)
-        self.store.set_status(job_id, S.RUNNING, "job cells started")
+        await self._io(self.store.set_status, job_id, S.RUNNING, "job cells started")
         self._spawn(self._watch_server_cell, state)
 
     async def _deploy_to(self, job: Any, site: str) -> None:
@@ -355,7 +397,7 @@ class ServerRunner:
         code = await state.child.process.wait()
         await trio.sleep(0.2)  # a report sent just before exiting is handled first
         if code != 0:
-            self._process_died(state.job_id, SERVER_CLIENT, code)
+            await self._process_died(state.job_id, SERVER_CLIENT, code)
         elif not state.ending:
             self._spawn(self.finish, state.job_id, S.FINISHED_ABNORMAL,
                         "server job process ended without a report")
@@ -372,15 +414,8 @@ class ServerRunner:
         state.ending = True
         if state.scope is not None:
             state.scope.cancel()
-        current = RunStatus(self.store.get_meta(job_id)[JobMetaKey.STATUS])
-        if status not in LEGAL_TRANSITIONS[current] and S.RUNNING in LEGAL_TRANSITIONS[current] \
-                and status in LEGAL_TRANSITIONS[S.RUNNING]:
-            self.store.set_status(job_id, S.RUNNING, "job cells started")
-            current = S.RUNNING
-        if status in LEGAL_TRANSITIONS[current]:
-            self.store.set_status(job_id, status, reason)
-        elif current in (S.SUBMITTED, S.APPROVED) and status != S.FINISHED_ABORTED:
-            self.store.set_status(job_id, S.FINISHED_ABNORMAL, reason)
+        with trio.CancelScope(shield=True):
+            await self._io(_end_status, self.store, job_id, status, reason)
         with trio.CancelScope(shield=True), trio.move_on_after(self.abort_timeout):
             msg = self._server_msg({"job_id": job_id}, job_id)
             await self.node.cell.broadcast_request(state.sites, P.RUNTIME_CHANNEL,
@@ -396,6 +431,29 @@ class ServerRunner:
         self.active.pop(job_id, None)
         state.done.set()
         self.wake()
+
+
+def _end_status(store: JobStore, job_id: str, status: RunStatus, reason: str) -> None:
+    """Record a job's end (read, decide and write in one store step)."""
+    current = RunStatus(store.get_meta(job_id)[JobMetaKey.STATUS])
+    if status not in LEGAL_TRANSITIONS[current] and S.RUNNING in LEGAL_TRANSITIONS[current] \
+            and status in LEGAL_TRANSITIONS[S.RUNNING]:
+        store.set_status(job_id, S.RUNNING, "job cells started")
+        current = S.RUNNING
+    if status in LEGAL_TRANSITIONS[current]:
+        store.set_status(job_id, status, reason)
+    elif current in (S.SUBMITTED, S.APPROVED) and status != S.FINISHED_ABORTED:
+        store.set_status(job_id, S.FINISHED_ABNORMAL, reason)
+
+
+def peer_identity(cell: Any, fqcn: str) -> Identity | None:
+    """The identity the certificate of ``cell``'s direct TLS link to ``fqcn`` proves (or None)."""
+    link = cell.get_link(fqcn) if fqcn else None
+    ssl_object = getattr(getattr(link, "stream", None), "ssl_object", None)
+    if ssl_object is None:
+        return None
+    der = ssl_object.getpeercert(binary_form=True)
+    return identity_from_cert(der) if der else None
 
 
 def _results_zip(results: Any) -> bytes:

@@ -2,7 +2,10 @@
 
 A :class:`SiteRunner` wraps a running site :class:`~cellnet.node.CellNode`.
 :meth:`SiteRunner.login` asks the server for a session (token + SSID) and
-reports the site's resources.  The server then drives the site on the
+reports the site's resources; the reply names the site's jobs the server
+still runs, and any other job process here (left over from before a server
+restart) is stopped.  :meth:`SiteRunner.stay_logged_in` logs in again
+whenever the link to the server comes back.  The server then drives the site on the
 runtime channel -- every request must come from ``server`` with the live
 SSID, else ``invalid_session``:
 
@@ -107,8 +110,38 @@ class SiteRunner:
             P.dumps({"resources": self.capacity}), timeout)
         if reply.return_code != CellReturnCode.OK:
             raise AuthError(f"login of {self.name} refused: {reply.return_code}: {reply.error}")
-        self.session = Session.from_dict(P.loads(reply, "login reply"))
+        doc = P.loads(reply, "login reply")
+        self.session = Session.from_dict(doc)
+        live = set(doc.get("jobs") or ())
+        for job in [j for j in self.jobs.values() if j.child is not None and j.job_id not in live]:
+            log.warning("job %s is not active on the server (restarted?): stopping it", job.job_id)
+            assert self._nursery is not None
+            self._nursery.start_soon(self._stop, job)
         return self.session
+
+    async def stay_logged_in(self, retry: float = 1.0, *,
+                             task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Log in, and again whenever the link to the server comes back (runs forever).
+
+        ``task_status.started()`` is called after the first successful login;
+        a refused or timed-out login is logged and retried every ``retry`` seconds.
+        """
+        started = False
+        while True:
+            await self.node.wait_connected()
+            try:
+                session = await self.login()
+            except (CellnetError, trio.TooSlowError) as exc:
+                log.warning("login of %s failed: %s; retrying in %g s", self.name, exc, retry)
+                await trio.sleep(retry)
+                continue
+            log.info("site %s logged in to the server (session %s)", self.name, session.ssid)
+            if not started:
+                task_status.started(session)
+                started = True
+            link = self.node.cell.get_link(SERVER_CLIENT)
+            if link is not None:
+                await link.finished.wait()
 
     def _from_server(self, fn: Any) -> Any:
         async def serve(msg: Message) -> Message:
