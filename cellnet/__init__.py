@@ -75,7 +75,8 @@ __version__ = "0.1.0"
 #: Submodules that do I/O (ssl, sockets, trio) load on first use, so the
 #: sans-IO core imports none of them.
 _LAZY_SUBMODULES = frozenset(
-    {"bridge", "cell", "fl", "link", "node", "security", "stream", "transport", "workspace"}
+    {"admin", "bridge", "cell", "client", "fl", "link", "node", "security", "stream", "transport",
+     "workspace"}
 )
 #: Public names that live in those submodules: name -> module.
 _LAZY_NAMES = {
@@ -105,6 +106,14 @@ _LAZY_NAMES = {
     "Controller": "cellnet.fl.runtime",
     "Executor": "cellnet.fl.runtime",
     "FLContext": "cellnet.fl.runtime",
+    "ClientAPIExecutor": "cellnet.fl.runtime",
+    "ScatterAndGather": "cellnet.fl.workflows",
+    "CyclicWorkflow": "cellnet.fl.workflows",
+    "CrossSiteEval": "cellnet.fl.workflows",
+    "NPModelPersistor": "cellnet.fl.persistor",
+    "FlareAgent": "cellnet.client",
+    "AgentClosed": "cellnet.client",
+    "CallStateError": "cellnet.client",
 }
 
 

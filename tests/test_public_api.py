@@ -30,6 +30,8 @@ LAZY = {
     "transport", "fl", "Job", "JobStore", "load_job_folder", "zip_job_folder", "pick_jobs",
     "node", "CellNode", "workspace", "Workspace", "stream", "StreamSender", "StreamReceiver",
     "StreamMux", "ServerRunner", "SiteRunner", "JobClient", "Controller", "Executor", "FLContext",
+    "admin", "client", "ClientAPIExecutor", "ScatterAndGather", "CyclicWorkflow", "CrossSiteEval",
+    "NPModelPersistor", "FlareAgent", "AgentClosed", "CallStateError",
 }
 
 
@@ -46,14 +48,18 @@ def test_lazy_names_resolve_on_first_use():
 
 
 def test_every_error_derives_from_cellnet_error():
-    for name in cellnet.__all__:
+    for name in [*cellnet.__all__, *LAZY]:
         obj = getattr(cellnet, name)
         if isinstance(obj, type) and issubclass(obj, Exception):
             assert issubclass(obj, cellnet.CellnetError), name
 
 
 def test_subpackage_all_names_resolve():
-    for mod in (cellnet.native, cellnet.wire, cellnet.security):
+    import cellnet.fl.runtime
+    import cellnet.fl.workflows
+
+    for mod in (cellnet.native, cellnet.wire, cellnet.security, cellnet.fl.runtime,
+                cellnet.fl.workflows, cellnet.client):
         for name in mod.__all__:
             assert hasattr(mod, name), f"{mod.__name__}.{name}"
 

@@ -1,8 +1,9 @@
 """The federated runtime: jobs run across sites in job cells (server runner, site runner, tasks)."""
 
+from cellnet.fl.runtime.agent_executor import ClientAPIExecutor, TrainingProcessError
 from cellnet.fl.runtime.client import JobClient
 from cellnet.fl.runtime.context import FLContext, peer_context_from_headers
-from cellnet.fl.runtime.controller import Controller, Task, TaskResult
+from cellnet.fl.runtime.controller import Controller, ResultCallback, Task, TaskResult
 from cellnet.fl.runtime.events import EventBus, EventType
 from cellnet.fl.runtime.executor import Executor, ExecutorRunner, Signal, TaskUnsupportedError
 from cellnet.fl.runtime.messenger import JobCellMessenger
@@ -17,6 +18,7 @@ from cellnet.fl.runtime.task_filters import (
 )
 
 __all__ = [
+    "ClientAPIExecutor",
     "Controller",
     "EventBus",
     "EventType",
@@ -26,6 +28,7 @@ __all__ = [
     "FilterStage",
     "JobCellMessenger",
     "JobClient",
+    "ResultCallback",
     "ServerRunner",
     "Session",
     "SessionCheck",
@@ -37,6 +40,7 @@ __all__ = [
     "TaskFilters",
     "TaskResult",
     "TaskUnsupportedError",
+    "TrainingProcessError",
     "load_task_filters",
     "peer_context_from_headers",
     "peer_identity",
