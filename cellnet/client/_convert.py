@@ -75,7 +75,7 @@ def to_numpy(name: str, value: Any) -> np.ndarray:
     if is_tensor(value):
         try:
             value = _tensor_to_numpy(value)
-        except (TypeError, RuntimeError) as exc:
+        except (TypeError, RuntimeError, NotImplementedError) as exc:  # complex, meta device...
             raise TypeError(f"model[{name!r}]: cannot send a {value.dtype} tensor: "
                             f"{exc}") from None
     elif not isinstance(value, np.ndarray | np.generic | int | float | list | tuple):

@@ -137,6 +137,8 @@ async def test_unsendable_tensors_are_refused_by_name_and_the_task_stays_open(mo
         await run(flare.receive)
         with pytest.raises(TypeError, match=r"model\['z'\]"):
             await run(flare.send, {"z": torch.ones(2, dtype=torch.complex64)})
+        with pytest.raises(TypeError, match=r"model\['m'\].*meta tensor"):
+            await run(flare.send, {"m": torch.empty(2, device="meta")})  # no data to send
         monkeypatch.setattr(dtypes, "BFLOAT16", None)  # as without ml_dtypes
         with pytest.raises(TypeError, match=r"model\['b'\].*ml_dtypes"):
             await run(flare.send, {"b": torch.ones(2, dtype=torch.bfloat16)})
