@@ -2,10 +2,12 @@
 
 ``cellnet.client.init() / receive() / send(model, metrics)`` is the small
 loop most scripts need; :class:`FlareAgent` is the task API underneath.
+:func:`to_torch` turns received params into PyTorch tensors (no copy).
 """
 
 from __future__ import annotations
 
+from cellnet.client._convert import to_torch
 from cellnet.client.agent import FlareAgent
 from cellnet.client.api import (
     FLModel,
@@ -48,4 +50,5 @@ __all__ = [
     "receive",
     "send",
     "shutdown",
+    "to_torch",
 ]

@@ -12,8 +12,13 @@
 
 One :class:`~cellnet.client.FlareAgent` per process underneath.  Models
 are dicts ``name -> numpy array``; a PyTorch ``state_dict`` (tensors) is
-accepted by :func:`send` too (moved to the CPU and converted) and
-``torch.from_numpy`` turns the received arrays back into tensors.
+accepted by :func:`send` too (CPU tensors are viewed as numpy arrays, not
+copied; bfloat16 through ml_dtypes) and :func:`~cellnet.client.to_torch`
+(or ``torch.from_numpy``, for all but bfloat16) turns the received arrays
+back into tensors without a copy.  ``metrics`` of a training result are
+those of the *received* model on local validation data, as in the
+reference ``FLModel``: they go to ``meta[initial_metrics]``, where
+ScatterAndGather finds them to pick the best model.
 :func:`is_running` waits for the next task and is False once the job is
 over (the agent closed).
 """
@@ -31,6 +36,7 @@ import numpy as np
 
 from cellnet.fl.dxo import DataKind
 
+from ._convert import to_numpy
 from .agent import FlareAgent
 from .defs import AgentClosed, CallStateError, MetaKey, Task, TaskResult
 
@@ -116,15 +122,6 @@ def receive(timeout: float | None = None) -> FLModel | None:
     return _model(_S.current)
 
 
-def _array(name: str, value: Any) -> np.ndarray:
-    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor
-        value = value.detach().cpu().numpy()
-    if not isinstance(value, np.ndarray | np.generic | int | float | list | tuple):
-        raise TypeError(f"model[{name!r}] must be an array (numpy or torch), got "
-                        f"{type(value).__name__}")
-    return np.ascontiguousarray(value)
-
-
 def _metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
     if metrics is None:
         return {}
@@ -145,8 +142,10 @@ def send(model: Mapping[str, Any] | FLModel | None, metrics: Mapping[str, Any] |
     """Submit the result of the received task; whether the site took it.
 
     ``model``: the trained params (numpy arrays or a torch state dict), or
-    None to send only ``metrics``.  ``num_steps`` (the training steps of
-    this round) goes to ``NUM_STEPS_CURRENT_ROUND``, which FedAvg weights by.
+    None to send only ``metrics`` (a METRICS result, e.g. for ``validate``).
+    With a model, ``metrics`` score the model *received* for this task.
+    ``num_steps`` (the training steps of this round) goes to
+    ``NUM_STEPS_CURRENT_ROUND``, which FedAvg weights by.
     """
     agent = _agent()
     if _S.current is None:
@@ -165,13 +164,15 @@ def send(model: Mapping[str, Any] | FLModel | None, metrics: Mapping[str, Any] |
         meta[MetaKey.NUM_STEPS_CURRENT_ROUND.value] = num_steps
     if values:
         meta[METRICS_KEY] = values
+        if model is not None:  # the received model's scores (FedAvg's best-model choice)
+            meta[MetaKey.INITIAL_METRICS.value] = values
     if model is None:
         if not values:
             raise ValueError("send() needs a model or metrics")
         data = {k: np.asarray(v, np.float64) for k, v in values.items()}
         meta[MetaKey.DATA_KIND.value] = DataKind.METRICS.value
     else:
-        data = {str(k): _array(str(k), v) for k, v in model.items()}
+        data = {str(k): to_numpy(str(k), v) for k, v in model.items()}
     result = TaskResult(meta, data)
     ok = agent.submit_result(result)
     _S.current = None
