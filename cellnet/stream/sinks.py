@@ -5,6 +5,12 @@ allocates for an accepted size), ``write`` for each chunk in offset order
 (returning the chunk's CRC32C, computed while copying), then exactly one of
 ``finish`` (the whole payload checked: return the result) or ``abort``
 (discard everything; a sink never exposes a payload that failed a check).
+
+Zero-copy receive: before a chunk's bytes arrive, the link may ask
+:meth:`Sink.place` for the spot the chunk will end up in and have the frame
+decoder (and the TLS engine) write it there directly; such a chunk, already
+checked against its CRC, then comes back through :meth:`Sink.write_checked`,
+which has nothing left to copy.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import os
 import pathlib
 from typing import Any
 
-from cellnet.native import copy_crc32c, crc32c
+from cellnet.native import copy_crc32c, crc32c, ffi
 from cellnet.native.pack import decode as decode_pack
 from cellnet.stream._errors import StreamUsageError
 from cellnet.wire.frame import aligned_buffer, as_byte_view
@@ -45,12 +51,27 @@ class Sink:
         """Store ``data`` at ``offset``; return its CRC32C."""
         raise StreamUsageError(f"{type(self).__name__} does not implement write")
 
+    def place(self, offset: int, nbytes: int) -> memoryview | None:
+        """A writable view where the chunk at ``offset`` may be received directly, or None."""
+        return None
+
+    def write_checked(self, offset: int, data: memoryview, crc: int) -> None:
+        """Store a chunk whose CRC32C ``crc`` is already verified (default: :meth:`write`)."""
+        self.write(offset, data)
+
     def finish(self) -> Any:
         """Every byte arrived and checked: return the result."""
         return None
 
     def abort(self) -> None:
         """Discard everything received (idempotent)."""
+
+
+def same_memory(a: memoryview, b: memoryview) -> bool:
+    """True when two byte views start at the same address and have the same length."""
+    if a.nbytes != b.nbytes:
+        return False
+    return ffi.cast("uintptr_t", ffi.from_buffer(a)) == ffi.cast("uintptr_t", ffi.from_buffer(b))
 
 
 class BufferSink(Sink):
@@ -86,6 +107,17 @@ class BufferSink(Sink):
     def write(self, offset: int, data: memoryview) -> int:
         assert self._buf is not None, "write before open"
         return copy_crc32c(self._buf[offset : offset + data.nbytes], data)
+
+    def place(self, offset: int, nbytes: int) -> memoryview | None:
+        if self._buf is None or offset + nbytes > self._buf.nbytes:
+            return None
+        return self._buf[offset : offset + nbytes]
+
+    def write_checked(self, offset: int, data: memoryview, crc: int) -> None:
+        assert self._buf is not None, "write before open"
+        dst = self._buf[offset : offset + data.nbytes]
+        if not same_memory(dst, data):  # received elsewhere: copy it in
+            dst[:] = data
 
     def finish(self) -> Any:
         buf, self._buf = self._buf, None
