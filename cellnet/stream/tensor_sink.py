@@ -114,6 +114,7 @@ class FoldedUpdate:
     meta: dict
     weight: float
     names: tuple[str, ...]
+    nbytes: int = 0  # bytes the update streamed
 
 
 Weight = float | Callable[[StreamInfo, dict], float]
@@ -266,7 +267,8 @@ class TensorAccumulatorSink(Sink):
             raise StreamCorruptError("stream ended before every tensor arrived",
                                      self._info.stream_id if self._info else None)
         self.target.commit()
-        out = FoldedUpdate(self._meta, self._w, tuple(e.name for e in self._entries))
+        out = FoldedUpdate(self._meta, self._w, tuple(e.name for e in self._entries),
+                           self._info.size)
         self._reset()
         return out
 
