@@ -34,6 +34,7 @@ from cellnet.errors import FQCNError
 from cellnet.link import Link
 from cellnet.message import MessageHeaderKey as K
 from cellnet.stream import BufferSink, Sink, StreamInfo, StreamMux
+from cellnet.stream.pool import BufferPool
 
 __all__ = ["ProgressSink", "StreamEndpoints"]
 
@@ -126,15 +127,23 @@ class StreamEndpoints:
         """Drop the registration of ``(channel, topic)`` (streams then reassemble as usual)."""
         self._sink_table().pop((channel, topic), None)
 
+    @property
+    def stream_buffers(self) -> BufferPool:
+        """The pool reassembled stream payloads come from (released big buffers are reused)."""
+        pool = self.__dict__.get("_stream_pool")
+        if pool is None:
+            pool = self.__dict__["_stream_pool"] = BufferPool()
+        return pool
+
     def _stream_sink(self, info: StreamInfo) -> Sink:
         h = info.headers
         entry = None
         if h.get(_DEST) == self.fqcn:
             entry = self._sink_table().get((h.get(_CHANNEL), h.get(_TOPIC)))
         if entry is None:
-            return BufferSink()
+            return BufferSink(pool=self.stream_buffers)
         factory, on_progress = entry
-        sink = factory(info) if factory is not None else BufferSink()
+        sink = factory(info) if factory is not None else BufferSink(pool=self.stream_buffers)
         if not isinstance(sink, Sink):
             raise TypeError(f"stream sink factory returned {type(sink).__name__}, not a Sink")
         return ProgressSink(sink, on_progress) if on_progress is not None else sink

@@ -248,7 +248,7 @@ class StreamReceiver:
             return
         left = size - self._received
         stalled = self._granted - self._received < min(self.info.chunk_size, left)
-        if stalled or new - self._granted >= self.window // 2:
+        if stalled or new - self._granted >= self.window // 4:
             self._granted = new
             self._out.append(credit_frame(self.stream_id, new))
 
@@ -282,6 +282,7 @@ class StreamReceiver:
         self._discard()
         self.state = RecvState.FAILED
         self.error = error
+        self._out.clear()  # credit grants are moot now
         if code is not None and self.stream_id is not None:
             self._out.append(reset_frame(self.stream_id, code, str(error)))
         return StreamFailed(self.stream_id if self.stream_id is not None else -1, error)

@@ -80,10 +80,11 @@ class BufferSink(Sink):
     ``finish`` returns the bytes as a memoryview, or -- for a tensor-pack
     payload (``decode=None`` follows the OPEN's flag) -- a zero-copy
     :class:`~cellnet.native.TensorPack` over the same buffer.  ``buffer`` lets
-    the caller supply (and reuse) the destination.
+    the caller supply (and reuse) the destination; ``pool`` (a
+    :class:`~cellnet.stream.pool.BufferPool`) supplies a released one.
     """
 
-    def __init__(self, buffer: Any = None, *, decode: bool | None = None):
+    def __init__(self, buffer: Any = None, *, decode: bool | None = None, pool: Any = None):
         self._given = None
         if buffer is not None:
             view = as_byte_view(buffer, "sink buffer")
@@ -91,6 +92,7 @@ class BufferSink(Sink):
                 raise StreamUsageError("sink buffer must be writable")
             self._given = view
         self._decode = decode
+        self._pool = pool
         self._buf: memoryview | None = None
         self._pack = False
 
@@ -100,6 +102,8 @@ class BufferSink(Sink):
                 raise StreamUsageError(
                     f"sink buffer holds {self._given.nbytes} bytes, the stream has {info.size}")
             self._buf = self._given[: info.size]
+        elif self._pool is not None:
+            self._buf = self._pool.acquire(info.size)
         else:
             self._buf = aligned_buffer(info.size)
         self._pack = info.tensor_pack if self._decode is None else self._decode
