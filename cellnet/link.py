@@ -69,7 +69,7 @@ class LinkConfig:
     #: a message whose payload is bigger than this travels as a stream of chunks
     stream_threshold: int = 4 * 1024 * 1024
     stream_chunk: int = 1024 * 1024  # bytes per stream chunk
-    stream_window: int = 32  # a stream's receive window, in chunks (credit flow control)
+    stream_window: int = 8  # a stream's receive window, in chunks (credit flow control)
     max_stream_size: int = 64 << 30  # largest incoming stream accepted from the peer
     max_streams_per_peer: int = 16  # incoming streams open at once from the peer
 
