@@ -30,6 +30,13 @@ decrypts straight into it (``Link`` reads with ``receive_into``): a chunk is
 copied once -- by the decryption -- and checksummed once.  On send, a chunk's
 CRC is computed once and serves as the frame's payload CRC too.
 
+Limits (``LinkConfig``): ``stream_chunk`` bytes per chunk, a receive window
+of ``stream_window`` chunks per stream (the credit that bounds what is in
+flight, and so how long a small frame can wait behind a stream),
+``max_stream_size`` and ``max_streams_per_peer`` for incoming streams; an
+OPEN over a limit is answered with a RESET naming it, which the sender sees
+as a failed send, and nothing else on the link is touched.
+
 Where an incoming stream goes is the owner's choice (``sink_factory``, e.g.
 a cell's receive-into-place registrations) and so is whether it is relayed
 (``forward``): a relayed stream is passed on chunk by chunk through
