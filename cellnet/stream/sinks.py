@@ -23,6 +23,7 @@ from typing import Any
 from cellnet.native import copy_crc32c, crc32c, ffi
 from cellnet.native.pack import decode as decode_pack
 from cellnet.stream._errors import StreamUsageError
+from cellnet.stream._prefault import STEP, prefault
 from cellnet.wire.frame import aligned_buffer, as_byte_view
 
 
@@ -107,15 +108,21 @@ class BufferSink(Sink):
         else:
             self._buf = aligned_buffer(info.size)
         self._pack = info.tensor_pack if self._decode is None else self._decode
+        self._ready = 0  # bytes of the buffer whose pages place() has faulted in
 
     def write(self, offset: int, data: memoryview) -> int:
         assert self._buf is not None, "write before open"
         return copy_crc32c(self._buf[offset : offset + data.nbytes], data)
 
     def place(self, offset: int, nbytes: int) -> memoryview | None:
-        if self._buf is None or offset + nbytes > self._buf.nbytes:
+        buf = self._buf
+        if buf is None or offset + nbytes > buf.nbytes:
             return None
-        return self._buf[offset : offset + nbytes]
+        if offset + nbytes > self._ready:  # fault fresh pages in ahead, a batch at a time
+            ready = min(buf.nbytes, max(offset + nbytes, self._ready + STEP))
+            prefault(buf, self._ready, ready)
+            self._ready = ready
+        return buf[offset : offset + nbytes]
 
     def write_checked(self, offset: int, data: memoryview, crc: int) -> None:
         assert self._buf is not None, "write before open"

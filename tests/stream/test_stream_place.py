@@ -178,3 +178,24 @@ def test_buffer_sink_from_a_pool():
         assert bytes(done[0].result) == data.tobytes()
         del done
     assert pool.reused == 2
+
+
+def test_prefault_leaves_contents_alone_and_place_tracks_it():
+    from cellnet.stream._prefault import STEP, prefault
+
+    buf = memoryview(bytearray(b"\x5a" * (3 * 4096 + 100)))
+    prefault(buf, 10, buf.nbytes)  # ranges need not be page aligned
+    prefault(buf, 50, 20)  # empty: nothing to do
+    assert bytes(buf) == b"\x5a" * buf.nbytes
+    sink = BufferSink()
+    sink.open(stream_pkg_info(2 * STEP + 5))
+    assert sink.place(0, 1000).nbytes == 1000 and sink._ready == STEP
+    assert sink.place(STEP, 1000) is not None and sink._ready == 2 * STEP
+    assert sink.place(2 * STEP, 5) is not None and sink._ready == 2 * STEP + 5
+    assert sink.place(2 * STEP, 6) is None  # past the end
+
+
+def stream_pkg_info(size):
+    from cellnet.stream import StreamInfo
+
+    return StreamInfo(1, size, 1 << 20, {})
