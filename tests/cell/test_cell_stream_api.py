@@ -325,3 +325,22 @@ async def test_released_receive_buffers_are_reused(autojump_clock):
             r = await cells["site-1"].send_request("server", "ch", "len", blob(100 * KiB, i), 9.)
             assert r.return_code == OK
         assert server.stream_buffers.reused == 2
+
+
+async def test_a_relayed_stream_with_a_forged_origin_closes_that_link_only(autojump_clock,
+                                                                          relays):
+    from cellnet.errors import LinkClosedError
+    from cellnet.message import MessageHeaderKey as K
+
+    got = []
+    async with federation(link_config=CFG) as cells:
+        cells["server.J"].register_request_cb("c", "t", got.append)
+        forged = Message({K.CHANNEL.value: "c", K.TOPIC.value: "t", K.ORIGIN.value: "site-2",
+                          K.DESTINATION.value: "server.J", K.HOP_COUNT.value: 0,
+                          K.MSG_TYPE.value: "fire_and_forget"}, blob(100 * KiB))
+        with pytest.raises(LinkClosedError):
+            await streams(cells["site-1"], "server").send(forged, 10.0)
+        assert got == [] and relays == []  # refused before anything was passed on
+        assert "site-1" not in cells["server"].peers
+        reply = await cells["site-2"].send_request("server.J", "c", "t", blob(64 * KiB), 9.0)
+        assert reply.return_code == OK and len(got) == 1  # others still stream through
