@@ -344,3 +344,30 @@ async def test_a_relayed_stream_with_a_forged_origin_closes_that_link_only(autoj
         assert "site-1" not in cells["server"].peers
         reply = await cells["site-2"].send_request("server.J", "c", "t", blob(64 * KiB), 9.0)
         assert reply.return_code == OK and len(got) == 1  # others still stream through
+
+
+async def test_concurrent_relayed_streams_and_small_requests_share_the_route(autojump_clock,
+                                                                           relays):
+    async with federation(link_config=CFG) as cells:
+        cells["server.J"].register_request_cb("ch", "len", lambda m: b"%d" % len(m.payload))
+        cells["server.J"].register_request_cb("ch", "echo", lambda m: bytes(m.payload))
+        agent = cells[AGENT]
+        big, small = {}, []
+
+        async def send_big(i):
+            data = blob(150 * KiB + i * 999, i)
+            big[i] = (len(data), await agent.send_request("server.J", "ch", "len", data, 60.0))
+
+        async def send_small(i):
+            small.append(await agent.send_request("server.J", "ch", "echo", b"%d" % i, 60.0))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(4):
+                nursery.start_soon(send_big, i)
+            for i in range(10):
+                nursery.start_soon(send_small, i)
+        assert all(r.return_code == OK and bytes(r.payload) == b"%d" % n
+                   for n, r in big.values()), big
+        assert sorted(bytes(r.payload) for r in small) == sorted(b"%d" % i for i in range(10))
+        assert len(relays) == 12 and all(r.error is None for r in relays)  # 4 x 3 relay cells
+        assert all_idle(cells)
