@@ -244,7 +244,7 @@ class Delivery(Serving):
                 self._check_origin(link, headers)
             if headers.get(_DESTINATION) == self.fqcn:
                 await self._accept(msg)
-            else:  # reassembled here, sent on whole (chunk-wise relaying: the next step)
+            else:  # no link to pass it on chunk by chunk: reassembled, relayed (or bounced)
                 self._running().start_soon(self._relay_streamed, msg)
 
     async def _relay_streamed(self, msg: Message) -> None:

@@ -117,6 +117,7 @@ class Serving:
         slot = _Slot(trio.lowlevel.current_task())
         while True:
             await self._serve(request)
+            request = None  # type: ignore[assignment]  # a parked task must not pin a payload
             if len(idle) >= _MAX_IDLE:
                 return
             idle.append(slot)

@@ -45,6 +45,7 @@ import trio.testing
 
 from cellnet import fqcn as _fqcn
 from cellnet._delivery import Delivery, _as_message, _Batch, _name
+from cellnet._stream_cell import StreamEndpoints
 from cellnet._streaming import LinkStreams, is_large
 from cellnet.defs import CellReturnCode
 from cellnet.errors import (
@@ -93,7 +94,7 @@ def _targets(targets: str | Iterable[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-class Cell(Delivery):
+class Cell(StreamEndpoints, Delivery):
     """A node of the cell network; use as ``async with Cell("site-1") as cell:``.
 
     ``parent`` overrides the tree parent derived from the name (e.g. an agent
@@ -195,7 +196,7 @@ class Cell(Delivery):
                 or peer == self.parent):
             link.origin_site = _fqcn.owner_site(peer)
         # stream ids are split by parity: the cell with the smaller name numbers its streams odd
-        link.streams = streams = LinkStreams(link, initiator=self.fqcn < peer)
+        link.streams = streams = self._new_link_streams(link, initiator=self.fqcn < peer)
         old = self._links.get(peer)
         self._links[peer] = link
         self._routes.clear()

@@ -47,6 +47,7 @@ import trio
 
 from cellnet.errors import LinkBusyError, LinkClosedError, RemoteProtocolError
 from cellnet.wire import CLOSED, NEED_DATA, Frame, FrameDecoder, FrameType, WireLimits, encode_frame
+from cellnet.wire.frame import aligned_buffer
 
 __all__ = ["Link", "LinkConfig"]
 
@@ -70,10 +71,14 @@ class LinkConfig:
     #: a message whose payload is bigger than this travels as a stream of chunks
     stream_threshold: int = 4 * 1024 * 1024
     stream_chunk: int = 1024 * 1024  # bytes per stream chunk
+    stream_window: int = 8  # a stream's receive window, in chunks (credit flow control)
+    max_stream_size: int = 64 << 30  # largest incoming stream accepted from the peer
+    max_streams_per_peer: int = 16  # incoming streams open at once from the peer
 
     def __post_init__(self) -> None:
         for name in ("max_queued_bytes", "read_size", "coalesce_below", "stream_threshold",
-                     "stream_chunk"):
+                     "stream_chunk", "stream_window", "max_stream_size",
+                     "max_streams_per_peer"):
             value = getattr(self, name)
             if type(value) is not int or value < 1:
                 raise ValueError(f"LinkConfig.{name} must be a positive int, got {value!r}")
@@ -104,7 +109,7 @@ class Link:
         self.peer = peer
         self._on_frame = on_frame
         self._on_closed = on_closed
-        self._decoder = FrameDecoder(self.config.limits)
+        self._decoder = FrameDecoder(self.config.limits, allocate_payload=self._allocate_payload)
         self._queue: deque[tuple[list, int]] = deque()
         self._queued = 0
         self._has_data = trio.lowlevel.ParkingLot()
@@ -324,15 +329,33 @@ class Link:
             self._queued -= nbytes
             self._space.unpark_all()
 
+    def _allocate_payload(self, ftype: FrameType, flags: object, headers: dict, nbytes: int):
+        """The decoder's buffer for a large payload: the owner's streams may place it."""
+        allocate = getattr(self.streams, "allocate_payload", None)
+        if allocate is not None:
+            return allocate(ftype, flags, headers, nbytes)
+        return aligned_buffer(nbytes)
+
     async def _reader(self) -> str:
         decoder = self._decoder
         read_size = self.config.read_size
+        receive_into = getattr(self.stream, "receive_into", None)
         self._reader_task = trio.lowlevel.current_task()
         try:
             while True:
-                data = await self.stream.receive_some(read_size)
-                self.last_received = trio.current_time()
-                decoder.receive_data(data)
+                # inside a large payload, a stream that can decrypts straight into its buffer
+                into = decoder.get_buffer() if receive_into is not None else None
+                if into is not None and into.nbytes:
+                    n = await receive_into(into)
+                    self.last_received = trio.current_time()
+                    if n:
+                        decoder.buffer_updated(n)
+                    else:
+                        decoder.receive_data(b"")
+                else:
+                    data = await self.stream.receive_some(read_size)
+                    self.last_received = trio.current_time()
+                    decoder.receive_data(data)
                 first = True
                 while True:
                     frame = decoder.next_frame()

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from cellnet._torch import as_numpy_tensors
+
 __all__ = [
     "RESERVED_PREFIX",
     "Message",
@@ -91,6 +93,7 @@ def _checked_payload(payload: Any) -> Any:
     if payload is None or type(payload) is bytes:
         return payload
     if isinstance(payload, Mapping):
+        payload = as_numpy_tensors(payload)  # torch CPU tensors become numpy views (no copy)
         for name, arr in payload.items():
             if type(name) is not str:
                 raise TypeError(f"tensor names must be str, got {name!r}")

@@ -30,7 +30,10 @@ def payload_nbytes(payload: Any) -> int:
         return len(payload)
     if isinstance(payload, Mapping):
         return sum(int(arr.nbytes) for arr in payload.values())
-    return memoryview(payload).nbytes
+    try:
+        return memoryview(payload).nbytes
+    except TypeError:  # e.g. what a receive-into-place stream sink returned
+        return int(getattr(payload, "nbytes", 0))
 
 
 class LatencyHistogram:

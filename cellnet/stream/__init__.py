@@ -21,6 +21,7 @@ from cellnet.stream.events import (
     StreamOpened,
 )
 from cellnet.stream.mux import StreamMux
+from cellnet.stream.pool import BufferPool
 from cellnet.stream.receiver import RecvState, StreamReceiver
 from cellnet.stream.sender import SendState, StreamSender
 from cellnet.stream.sinks import BufferSink, FileSink, Sink, StreamInfo
@@ -28,6 +29,7 @@ from cellnet.stream.sinks import BufferSink, FileSink, Sink, StreamInfo
 __all__ = [
     "DEFAULT_CHUNK",
     "DEFAULT_WINDOW_CHUNKS",
+    "BufferPool",
     "BufferSink",
     "FileSink",
     "OutFrame",

@@ -64,7 +64,10 @@ class OutFrame:
         return sum(p.nbytes for p in self.payload)
 
     def encode(self) -> list:
-        """Wire segments (no copy of the payload views)."""
+        """Wire segments (no copy of the payload views; a chunk's CRC is not computed again)."""
+        if self.type is FrameType.STREAM_DATA:
+            return encode_frame(self.type, self.headers, list(self.payload) or None,
+                                payload_crc=self.headers[K_CRC])
         return encode_frame(self.type, self.headers, list(self.payload) or None)
 
 

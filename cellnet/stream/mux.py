@@ -25,7 +25,9 @@ from cellnet.stream._errors import StreamLimitError, StreamProtocolError, Stream
 from cellnet.stream._proto import (
     DEFAULT_CHUNK,
     DEFAULT_WINDOW_CHUNKS,
+    K_ID,
     K_MSG,
+    K_OFF,
     RESET_LIMIT,
     RESET_PROTOCOL,
     STREAM_TYPES,
@@ -38,7 +40,7 @@ from cellnet.stream.receiver import DEFAULT_MAX_CHUNK, DEFAULT_MAX_SIZE, StreamR
 from cellnet.stream.relay import StreamRelay
 from cellnet.stream.sender import StreamSender
 from cellnet.stream.sinks import BufferSink, Sink, StreamInfo
-from cellnet.wire.frame import FrameType
+from cellnet.wire.frame import FrameType, aligned_buffer
 
 
 class _LazySink(Sink):
@@ -58,6 +60,12 @@ class _LazySink(Sink):
 
     def write(self, offset: int, data: memoryview) -> int:
         return self.inner.write(offset, data)
+
+    def place(self, offset: int, nbytes: int) -> memoryview | None:
+        return self.inner.place(offset, nbytes) if self.inner is not None else None
+
+    def write_checked(self, offset: int, data: memoryview, crc: int) -> None:
+        self.inner.write_checked(offset, data, crc)
 
     def finish(self) -> Any:
         return self.inner.finish()
@@ -98,6 +106,8 @@ class StreamMux:
         self._in: dict[int, Any] = {}  # id -> StreamReceiver or relay upstream face
         self._last_in = 0
         self._events: list[Event] = []
+        #: streams relayed through this mux (either side) so far
+        self.relayed = 0
 
     # ------------------------------------------------------------ sending
     def _new_id(self) -> int:
@@ -222,6 +232,8 @@ class StreamMux:
             relay = StreamRelay(self, sid, target._new_id(), window_chunks=self.window_chunks,
                                 down_window_chunks=target.window_chunks, **kw)
             target._adopt(relay.downstream)
+            target.relayed += 1
+            self.relayed += 1
             s = relay.upstream
         else:
             s = StreamReceiver(_LazySink(self._sink_factory), stream_id=sid,
@@ -246,6 +258,23 @@ class StreamMux:
             self._events.append(ev)
         if s.finished:
             del self._in[sid]
+
+    def allocate_payload(self, ftype: Any, flags: Any, headers: dict, nbytes: int) -> Any:
+        """Where the frame decoder should put a large payload (its ``allocate_payload`` hook).
+
+        The next expected chunk of an incoming stream whose sink can
+        :meth:`~Sink.place` it goes straight to its final spot; anything else
+        (and every check the receiver makes later still applies) gets a
+        buffer of its own.
+        """
+        if ftype == FrameType.STREAM_DATA and type(headers) is dict:
+            s = self._in.get(headers.get(K_ID))
+            off = headers.get(K_OFF)
+            if type(s) is StreamReceiver and type(off) is int and s.expects(off, nbytes):
+                view = s.sink.place(off, nbytes)
+                if view is not None and view.nbytes == nbytes and not view.readonly:
+                    return view
+        return aligned_buffer(nbytes)
 
     # ------------------------------------------------------------ link loss
     def close(self, reason: str = "link lost") -> list[Event]:

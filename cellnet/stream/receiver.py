@@ -6,8 +6,11 @@ frames out (:meth:`frames_to_send`).  The OPEN is checked against the limits
 anything.  Each DATA frame must start where the previous one ended, fit in
 the declared size and below the credit granted so far; its bytes go straight
 into the sink, which returns their CRC32C from the copy, and that must match
-the chunk's header.  The whole-payload CRC is folded from chunk CRCs and
-checked at END (and against the OPEN's, when it declared one).  Credit is
+the chunk's header -- or, when the frame decoder already computed the
+payload's CRC (``Frame.payload_crc``, e.g. while decrypting the chunk
+straight into the sink's :meth:`~Sink.place`), that CRC is compared first
+and the sink's ``write_checked`` stores the chunk without a second pass.  The whole-payload CRC is
+folded from chunk CRCs and checked at END (and against the OPEN's, when it declared one).  Credit is
 granted in bytes: ``upto = consumed + window`` (consumed: received minus what
 the sink still holds, its ``pending``), sent when the sender would
 otherwise stall or half a window has been consumed.  Any failure discards the
@@ -121,6 +124,13 @@ class StreamReceiver:
     def finished(self) -> bool:
         return self.state in (RecvState.DONE, RecvState.FAILED)
 
+    def expects(self, offset: int, nbytes: int) -> bool:
+        """Whether ``nbytes`` at ``offset`` is the next chunk and fits (a placement hint)."""
+        info = self.info
+        return (self.state is RecvState.RECEIVING and self.sink is not None
+                and offset == self._received and 0 < nbytes <= info.chunk_size
+                and offset + nbytes <= min(info.size, self._granted))
+
     def frames_to_send(self) -> list[OutFrame]:
         """CREDIT / RESET frames queued for the sender (the queue is emptied)."""
         out, self._out = self._out, []
@@ -140,7 +150,8 @@ class StreamReceiver:
                     raise StreamProtocolError(f"{ftype!r} before STREAM_OPEN", self.stream_id)
                 return self._open(frame.headers)
             if ftype == FrameType.STREAM_DATA:
-                return self._data(frame.headers, frame.payload)
+                return self._data(frame.headers, frame.payload,
+                                  getattr(frame, "payload_crc", None))
             if ftype == FrameType.STREAM_END:
                 return self._end(frame.headers)
             raise StreamProtocolError(f"unexpected {ftype!r} on an open stream", self.stream_id)
@@ -181,7 +192,7 @@ class StreamReceiver:
         self._maybe_grant()
         return StreamOpened(self.info)
 
-    def _data(self, h: Any, payload: Any) -> Event | None:
+    def _data(self, h: Any, payload: Any, frame_crc: int | None = None) -> Event | None:
         sid, info = self.stream_id, self.info
         off = int_header(h, K_OFF, 0, MAX_SIZE, sid)
         want = int_header(h, K_CRC, 0, 2**32 - 1, sid)
@@ -196,11 +207,19 @@ class StreamReceiver:
         if off + n > self._granted:
             raise StreamProtocolError(f"stream {sid}: chunk ends at {off + n}, beyond the "
                                       f"credit granted ({self._granted})", sid)
-        crc, pos = 0, off
+        checked = type(frame_crc) is int and len(views) == 1
+        if checked and frame_crc != want:  # the decoder computed it: refuse before storing
+            raise StreamCorruptError(f"stream {sid}: chunk at {off} has CRC32C "
+                                     f"{frame_crc:#010x}, its header says {want:#010x}", sid)
+        crc, pos = want, off
         try:
-            for v in views:
-                crc = crc32c_combine(crc, self.sink.write(pos, v), v.nbytes)
-                pos += v.nbytes
+            if checked:
+                self.sink.write_checked(off, views[0], want)
+            else:
+                crc = 0
+                for v in views:
+                    crc = crc32c_combine(crc, self.sink.write(pos, v), v.nbytes)
+                    pos += v.nbytes
         except StreamError:
             raise
         except Exception as exc:
@@ -229,7 +248,7 @@ class StreamReceiver:
             return
         left = size - self._received
         stalled = self._granted - self._received < min(self.info.chunk_size, left)
-        if stalled or new - self._granted >= self.window // 2:
+        if stalled or new - self._granted >= self.window // 4:
             self._granted = new
             self._out.append(credit_frame(self.stream_id, new))
 
@@ -263,6 +282,7 @@ class StreamReceiver:
         self._discard()
         self.state = RecvState.FAILED
         self.error = error
+        self._out.clear()  # credit grants are moot now
         if code is not None and self.stream_id is not None:
             self._out.append(reset_frame(self.stream_id, code, str(error)))
         return StreamFailed(self.stream_id if self.stream_id is not None else -1, error)

@@ -76,10 +76,13 @@ class StreamRelay(Sink):
 
     def write(self, offset: int, data: memoryview) -> int:
         crc = crc32c(data)
+        self.write_checked(offset, data, crc)
+        return crc
+
+    def write_checked(self, offset: int, data: memoryview, crc: int) -> None:
         self._queue.append((offset, crc, data))
         self.pending += data.nbytes
         self.max_pending = max(self.max_pending, self.pending)
-        return crc
 
     def finish(self) -> StreamRelay:
         self._end_crc = self.rx._crc  # the whole CRC the receiver just verified

@@ -46,6 +46,7 @@ class StreamAccumulator:
         self._acc: dict[str, np.ndarray] = {}
         self._weight: dict[str, float] = {}
         self._out: dict[str, np.dtype] = {}
+        self._layout: dict[str, tuple[int, ...]] | None = None  # names and shapes expected
         self.count = 0  # complete contributions
         self.partial = 0  # contributions that stopped after folding some tensors
 
@@ -54,15 +55,17 @@ class StreamAccumulator:
         for name, (_shape, dt) in layout.items():
             if dtypes.to_cn(dt) not in _FLOATS:
                 raise AggregationError(f"tensor {name!r} has dtype {dt}, not a float dtype")
-        if not self._acc:
+        shapes = {name: tuple(shape) for name, (shape, _dt) in layout.items()}
+        if self._layout is None:  # the first update fixes the layout (others may be in flight)
+            self._layout = shapes
             return
-        if layout.keys() != self._acc.keys():
-            raise AggregationError(f"tensor names differ: got {sorted(layout)}, "
-                                   f"expected {sorted(self._acc)}")
-        for name, (shape, _dt) in layout.items():
-            if tuple(shape) != self._acc[name].shape:
-                raise AggregationError(f"tensor {name!r} has shape {tuple(shape)}, "
-                                       f"expected {self._acc[name].shape}")
+        if shapes.keys() != self._layout.keys():
+            raise AggregationError(f"tensor names differ: got {sorted(shapes)}, "
+                                   f"expected {sorted(self._layout)}")
+        for name, shape in shapes.items():
+            if shape != self._layout[name]:
+                raise AggregationError(f"tensor {name!r} has shape {shape}, "
+                                       f"expected {self._layout[name]}")
 
     def fold(self, name: str, array: np.ndarray, weight: float) -> None:
         """``acc[name] += weight * array``."""
@@ -114,6 +117,7 @@ class FoldedUpdate:
     meta: dict
     weight: float
     names: tuple[str, ...]
+    nbytes: int = 0  # bytes the update streamed
 
 
 Weight = float | Callable[[StreamInfo, dict], float]
@@ -266,7 +270,8 @@ class TensorAccumulatorSink(Sink):
             raise StreamCorruptError("stream ended before every tensor arrived",
                                      self._info.stream_id if self._info else None)
         self.target.commit()
-        out = FoldedUpdate(self._meta, self._w, tuple(e.name for e in self._entries))
+        out = FoldedUpdate(self._meta, self._w, tuple(e.name for e in self._entries),
+                           self._info.size)
         self._reset()
         return out
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import cbor2
 
+from cellnet._torch import as_numpy_tensors
 from cellnet.errors import CellnetError, LocalProtocolError, RemoteProtocolError
 from cellnet.message import Message
 from cellnet.wire._cbor import loads_exact
@@ -55,6 +56,7 @@ def _pack():
 
 
 def _tensor_segments(tensors: Mapping) -> list:
+    tensors = as_numpy_tensors(tensors)  # torch CPU tensors: numpy views, no copy
     try:
         return _pack().encode_segments(tensors, getattr(tensors, "meta", None))
     except CellnetError as exc:

@@ -29,7 +29,12 @@ multi-GB object never needs a second copy), and :meth:`get_buffer` /
 read straight into it.
 
 Any protocol violation raises a :class:`RemoteProtocolError` subclass and is
-sticky: the decoder refuses to go on, because the link must close.
+sticky: the decoder refuses to go on, because the link must close.  One
+exception: a STREAM_DATA frame whose payload (only) fails its CRC is still
+returned, with ``Frame.payload_crc`` set to the CRC of the bytes received --
+its prefix and headers are intact, so the link can go on, and the stream
+receiver (which compares that CRC with the chunk's own before storing
+anything) fails just that stream.
 """
 
 from __future__ import annotations
@@ -92,6 +97,7 @@ _PREFIX, _HEADERS, _PAYLOAD, _CLOSED = range(4)
 _TENSOR = int(FrameFlags.TENSOR_PAYLOAD)
 _TYPES = {int(t): t for t in FrameType}
 _BATCH = FrameType.BATCH
+_STREAM_DATA = FrameType.STREAM_DATA
 _unpack_prefix = PREFIX.unpack_from
 _verify = lib.cn_frame_verify
 _from_buffer = ffi.from_buffer
@@ -353,6 +359,7 @@ class FrameDecoder:
         _set(frame, "headers", headers)
         _set(frame, "payload", payload)
         _set(frame, "flags", flags)
+        _set(frame, "payload_crc", None)
         return frame
 
     def _parse_headers(self) -> None:
@@ -456,8 +463,8 @@ class FrameDecoder:
             self._pos = pos + plen
         else:
             payload, got = b"", 0
-        if got != self._pcrc:
+        if got != self._pcrc and self._type is not _STREAM_DATA:
             raise FrameChecksumError(f"frame payload checksum {got:#010x} != {self._pcrc:#010x}")
         self._state = _PREFIX
         self.frames_received += 1
-        return _new_frame(self._type, self._headers, payload, self._flags)
+        return _new_frame(self._type, self._headers, payload, self._flags, got)

@@ -150,6 +150,8 @@ class Frame:
     headers: dict[str, Any] = dataclasses.field(default_factory=dict)
     payload: bytes | bytearray | memoryview = b""
     flags: FrameFlags = FrameFlags.NONE
+    #: CRC32C of the payload when the decoder computed and checked it (large payloads), else None
+    payload_crc: int | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "type", _frame_type(self.type))
@@ -162,13 +164,15 @@ class Frame:
         return encode_frame(self.type, self.headers, self.payload, flags=self.flags, limits=limits)
 
 
-def _new_frame(ftype: FrameType, headers: dict, payload: Any, flags: FrameFlags) -> Frame:
+def _new_frame(ftype: FrameType, headers: dict, payload: Any, flags: FrameFlags,
+               payload_crc: int | None = None) -> Frame:
     """Build a Frame from parts the decoder has already validated (skips re-validation)."""
     frame = object.__new__(Frame)
     object.__setattr__(frame, "type", ftype)
     object.__setattr__(frame, "headers", headers)
     object.__setattr__(frame, "payload", payload)
     object.__setattr__(frame, "flags", flags)
+    object.__setattr__(frame, "payload_crc", payload_crc)
     return frame
 
 
@@ -212,6 +216,13 @@ def _payload_parts(payload: Any) -> tuple[list, Any, int, int]:
     return segments, _from_buffer(last), last.nbytes, crc
 
 
+def _payload_views(payload: Any) -> list:
+    if payload is None:
+        return []
+    items = payload if isinstance(payload, list | tuple) else [payload]
+    return [seg for seg in map(as_byte_view, items) if seg.nbytes]
+
+
 def encode_frame(
     ftype: FrameType | int,
     headers: Mapping[str, Any] | None = None,
@@ -219,6 +230,7 @@ def encode_frame(
     *,
     flags: FrameFlags | int = FrameFlags.NONE,
     limits: WireLimits | None = None,
+    payload_crc: int | None = None,
 ) -> list[bytes | memoryview]:
     """Encode one frame as ``[prefix + headers, *payload segments]``.
 
@@ -226,14 +238,21 @@ def encode_frame(
     back (e.g. a tensor pack's segments); the buffers are referenced, not
     copied, so they must not change until the segments are written.  With
     ``limits`` the frame is also checked against what the peer will accept.
+    ``payload_crc``: the payload's CRC32C when the caller already has it (a
+    stream chunk checksummed as it was cut), so the payload is not read again.
     """
     if type(ftype) is not FrameType:
         ftype = _frame_type(ftype)
     if type(flags) is not FrameFlags:
         flags = _flags(flags)
     hdr = encode_headers(headers)
-    segments, last, nlast, pcrc = _payload_parts(payload)
-    plen = nlast if len(segments) < 2 else sum(seg.nbytes for seg in segments)
+    if payload_crc is None:
+        segments, last, nlast, pcrc = _payload_parts(payload)
+        plen = nlast if len(segments) < 2 else sum(seg.nbytes for seg in segments)
+    else:
+        segments = _payload_views(payload)
+        last, nlast, pcrc = _NULL, 0, payload_crc
+        plen = sum(seg.nbytes for seg in segments)
     max_hdr, max_pay = HEADER_LEN_MAX, PAYLOAD_LEN_MAX
     if limits is not None:
         max_hdr, max_pay = limits.max_header_bytes, limits.max_payload_bytes

@@ -200,7 +200,8 @@ async def test_corrupt_chunk_resets_that_stream_only(autojump_clock):
         assert reply.return_code == OK and bytes(reply.payload) == data
 
 
-@pytest.mark.parametrize("field", ["stream_threshold", "stream_chunk"])
+@pytest.mark.parametrize("field", ["stream_threshold", "stream_chunk", "stream_window",
+                                   "max_stream_size", "max_streams_per_peer"])
 def test_link_config_rejects_bad_stream_settings(field):
     with pytest.raises(ValueError, match=field):
         LinkConfig(**{field: 0})
