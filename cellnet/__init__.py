@@ -100,6 +100,8 @@ _LAZY_NAMES = {
     "StreamSender": "cellnet.stream",
     "StreamReceiver": "cellnet.stream",
     "StreamMux": "cellnet.stream",
+    "BufferPool": "cellnet.stream",
+    "stream_progress": "cellnet._streaming",
     "ServerRunner": "cellnet.fl.runtime",
     "SiteRunner": "cellnet.fl.runtime",
     "JobClient": "cellnet.fl.runtime",

@@ -31,7 +31,8 @@ LAZY = {
     "node", "CellNode", "workspace", "Workspace", "stream", "StreamSender", "StreamReceiver",
     "StreamMux", "ServerRunner", "SiteRunner", "JobClient", "Controller", "Executor", "FLContext",
     "admin", "client", "ClientAPIExecutor", "ScatterAndGather", "CyclicWorkflow", "CrossSiteEval",
-    "NPModelPersistor", "FlareAgent", "AgentClosed", "CallStateError",
+    "NPModelPersistor", "FlareAgent", "AgentClosed", "CallStateError", "BufferPool",
+    "stream_progress",
 }
 
 

@@ -241,6 +241,13 @@ class StreamMux:
         self._in[sid] = s
         self._deliver(sid, frame)
 
+    def forget_incoming(self, sid: int) -> None:
+        """Drop incoming stream ``sid`` if it has ended (e.g. a relay whose next hop failed);
+        later frames of it are dropped as those of any ended stream."""
+        s = self._in.get(sid)
+        if s is not None and s.finished:
+            del self._in[sid]
+
     def _refuse(self, sid: int, err: Exception, code: str) -> None:
         self._control.append(reset_frame(sid, code, str(err)))
         self._events.append(StreamFailed(sid, err))

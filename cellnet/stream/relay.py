@@ -114,6 +114,9 @@ class StreamRelay(Sink):
         if frame is not None and notify:
             self._up_mux.send_control(frame)
         self.abort()
+        # the upstream sender may have sent its last frame already: nothing would ever
+        # arrive to retire the stream, so the upstream mux forgets it now
+        self._up_mux.forget_incoming(self.rx.stream_id)
 
     # ------------------------------------------------------------ downstream frames
     def ready(self) -> bool:

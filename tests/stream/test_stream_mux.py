@@ -155,3 +155,26 @@ def test_relay_propagates_downstream_reset_upstream():
             if (f := x.next_frame()) is not None:
                 y.receive(f)
     assert tx.error is not None and "limit is 100" in str(tx.error)
+
+
+def test_relay_whose_next_hop_is_lost_while_its_sender_waits_for_credit_is_forgotten():
+    """The sender has used its window and waits: no later frame would retire the relayed
+    stream, so losing the downstream link must free its slot in the upstream mux at once."""
+    src = StreamMux(initiator=True, chunk_size=16, window_chunks=2)
+    r_in = StreamMux(initiator=False, chunk_size=16, window_chunks=2, max_incoming=1,
+                     forward=lambda m: r_out)
+    r_out = StreamMux(initiator=True, chunk_size=16, window_chunks=2)
+    tx = src.send(payload(200))
+    while (f := src.next_frame()) is not None:  # OPEN and one window of chunks, then it waits
+        r_in.receive(f)
+    assert r_in.statistics()["incoming"] == 1 and not tx.finished
+    for sid in list(r_out._out):  # the downstream link goes away before anything left
+        r_out.cancel(sid, "downstream link lost")
+    assert r_in.statistics()["incoming"] == 0  # the slot is free again
+    while (f := r_in.next_frame()) is not None:
+        src.receive(f)
+    assert tx.error is not None  # the sender heard of it (RESET)
+    src.send(payload(20))  # and a new stream fits under max_incoming=1 again
+    while (f := src.next_frame()) is not None:
+        assert not [e for e in r_in.receive(f) if isinstance(e, StreamFailed)]
+    assert r_in.relayed == 2
