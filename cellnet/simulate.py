@@ -93,7 +93,15 @@ async def _run(job: pathlib.Path, n_sites: int, root: pathlib.Path, timeout: flo
                      backoff=backoff))
         await admin.wait_connected(30)
         client = JobClient(admin.cell)
-        sub = await client.submit(job)
+        from cellnet._progress import TransferBar
+        from cellnet._streaming import stream_progress
+
+        bar = TransferBar("cellnet simulate: uploading the job", sys.stdout)
+        try:
+            with stream_progress(bar):  # a big job folder travels as a stream
+                sub = await client.submit(job)
+        finally:
+            bar.close()
         job_id = sub["job_id"]
         _say(f"submitted {job.name} as job {job_id}")
         meta = await _follow(client, job_id, timeout, _Progress(sys.stdout.isatty()))

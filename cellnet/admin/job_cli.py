@@ -97,7 +97,15 @@ async def _run(args: argparse.Namespace) -> int:
     async with admin_client(args.kit, host=args.host, port=args.port, timeout=args.timeout,
                             request_timeout=max(args.timeout, 30.0)) as client:
         if args.action == "submit":
-            sub = await client.submit(args.folder, submit_token=args.token)
+            from cellnet._progress import TransferBar
+            from cellnet._streaming import stream_progress
+
+            bar = TransferBar("uploading the job")  # big job folders travel as streams
+            try:
+                with stream_progress(bar):
+                    sub = await client.submit(args.folder, submit_token=args.token)
+            finally:
+                bar.close()
             verb = "submitted" if sub["created"] else "already submitted (same token)"
             _out(args, sub, f"{verb}: job {sub['job_id']}" + "".join(
                 f"\nwarning: {w}" for w in sub.get("warnings", [])))

@@ -134,9 +134,11 @@ async def test_cellnet_run_and_job_submit_complete_a_job(procs, tmp_path):
     procs.start("site-2", "--resources", '{"slots": 1}')
     await _ready(procs)
     job = job_copy(tmp_path)
+    (job / "app_server" / "custom" / "weights.bin").write_bytes(os.urandom(6 << 20))  # streams
     done = await procs.job_cli("submit", str(job), "--token", "tok-9", "--wait", "40")
     out = done.stdout.decode()
     assert done.returncode == 0, (out, done.stderr.decode(), procs.output("server"))
+    assert "uploading the job: 6.0 MiB in" in done.stderr.decode()  # the transfer's progress
     assert "FINISHED:COMPLETED" in out and "RUNNING" in out
     job_id = out.split("submitted: job ", 1)[1].split()[0]
     again = await procs.job_cli("submit", str(job), "--token", "tok-9", "--json")
