@@ -45,7 +45,7 @@ from typing import Any
 import trio
 
 from cellnet.defs import CellReturnCode, CMIHeader, JobMetaKey, RunStatus
-from cellnet.errors import AuthError, CellnetError, JobError, JobValidationError
+from cellnet.errors import AuthError, CellnetError, JobError, JobValidationError, unwrap_group
 from cellnet.fl.job_store import FINISHED_STATUSES, LEGAL_TRANSITIONS, JobStore, Submitter
 from cellnet.fl.runtime import _proto as P
 from cellnet.fl.runtime.session import SERVER_CLIENT, SessionTable, cmi_headers
@@ -280,8 +280,18 @@ class ServerRunner:
         await self.finish(job_id, S.FINISHED_ABNORMAL, error)
 
     def _spawn(self, fn: Any, *args: Any) -> None:
+        """Run ``fn(*args)`` in the runner's nursery; an error it raises is logged, and never
+        takes the job runtime (every other job) down with it."""
         assert self._nursery is not None
-        self._nursery.start_soon(fn, *args)
+
+        async def guarded() -> None:
+            try:
+                await fn(*args)
+            except Exception as exc:
+                log.error("job runtime task %s%r failed: %s", getattr(fn, "__name__", fn),
+                          args[:1], unwrap_group(exc), exc_info=exc)
+
+        self._nursery.start_soon(guarded)
 
     # --- scheduling -----------------------------------------------------------------
     async def _schedule_loop(self) -> None:
@@ -355,9 +365,15 @@ class ServerRunner:
         if server_app is None:
             raise JobError("the job deploys no app to the server (no workflow to run)")
         with trio.fail_after(self.start_timeout):
-            async with trio.open_nursery() as nursery:
-                for site in state.sites:
-                    nursery.start_soon(self._deploy_to, job, site)
+            try:
+                async with trio.open_nursery() as nursery:
+                    for site in state.sites:
+                        nursery.start_soon(self._deploy_to, job, site)
+            except BaseExceptionGroup as group:  # a site's deploy failed: one JobError
+                failed, other = group.split((CellnetError, OSError))
+                if failed is None or other is not None:
+                    raise
+                raise JobError("; ".join(str(e) for e in _leaves(failed))) from None
         await self._io(self.store.record_deploy, job_id, [f"{s}: OK" for s in state.sites])
         app_dir = self._unpack(job, server_app)
         config = {"job_id": job_id, "role": "server", "app_dir": str(app_dir),
@@ -454,6 +470,14 @@ def peer_identity(cell: Any, fqcn: str) -> Identity | None:
         return None
     der = ssl_object.getpeercert(binary_form=True)
     return identity_from_cert(der) if der else None
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    """The exceptions inside ``group`` and its nested groups, in order."""
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
 
 
 def _results_zip(results: Any) -> bytes:

@@ -146,3 +146,37 @@ async def test_invalid_job_refused_and_unschedulable_job_ends(kits, tmp_path):
         meta = await fed.client.wait_for_status(job_id, ENDED, timeout=10)
         assert meta["status"] == F.FINISHED_CANT_SCHEDULE
         assert "slots" in meta["status_reason"]
+
+
+async def test_a_failed_deploy_ends_the_job_failed_to_run_and_stops_what_started(kits, tmp_path):
+    async with federation(kits, tmp_path) as fed:
+        blocker = tmp_path / "not-a-folder"
+        blocker.write_text("site-2 cannot make its job folder under a file")
+        fed.sites["site-2"].root = blocker / "work"
+        sub = await fed.client.submit(job_copy(tmp_path))
+        meta = await fed.client.wait_for_status(sub["job_id"], [F.FAILED_TO_RUN, *ENDED],
+                                                timeout=30)
+        assert meta[JobMetaKey.STATUS] == F.FAILED_TO_RUN, meta
+        assert _history(meta) == [F.SUBMITTED, F.DISPATCHED, F.FAILED_TO_RUN]
+        assert "deploy to site-2 failed" in meta["status_reason"]
+        errors = await fed.client.show_errors(sub["job_id"])
+        assert any("site-2" in e["error"] for e in errors)
+        with trio.fail_after(15):  # site-1's job cell, if it started, is stopped again
+            while fed.runner.active or any(s.jobs and any(
+                    j.child is not None and j.child.returncode is None for j in s.jobs.values())
+                    for s in fed.sites.values()):
+                await trio.sleep(0.05)
+        assert fed.sites["site-1"].free() == {"slots": 1.0}
+
+
+async def test_a_failing_job_task_is_logged_and_the_runtime_keeps_serving(kits, tmp_path, caplog):
+    async with federation(kits, tmp_path) as fed:
+        async def broken(job_id):
+            raise RuntimeError(f"bug while handling {job_id}")
+
+        fed.runner._spawn(broken, "job-x")
+        await trio.sleep(0.1)
+        assert "bug while handling job-x" in caplog.text
+        sub = await fed.client.submit(job_copy(tmp_path))  # the runtime still schedules
+        meta = await fed.client.wait_for_status(sub["job_id"], ENDED, timeout=30)
+        assert meta[JobMetaKey.STATUS] == F.FINISHED_COMPLETED
