@@ -46,7 +46,7 @@ from cellnet.errors import CellnetError, JobError, LinkError
 from cellnet.fl.dxo import DXO
 from cellnet.fl.runtime.context import FLContext
 from cellnet.fl.runtime.executor import Executor, Signal
-from cellnet.fl.runtime.job_cell import _report as report_to_server
+from cellnet.fl.runtime.reports import report_to_server
 from cellnet.fqcn import agent_site_fqcn, validate_part
 from cellnet.message import Message
 

@@ -41,14 +41,13 @@ import trio
 
 from cellnet.defs import FLContextKey, ReservedKey, RunStatus
 from cellnet.errors import JobError
-from cellnet.fl.runtime import _proto as P
 from cellnet.fl.runtime.components import load_component
 from cellnet.fl.runtime.context import FLContext
 from cellnet.fl.runtime.events import EventBus, EventType
 from cellnet.fl.runtime.executor import ExecutorRunner
-from cellnet.fl.runtime.session import SERVER_CLIENT, Session, SessionCheck, cmi_headers
+from cellnet.fl.runtime.reports import report_to_server as _report
+from cellnet.fl.runtime.session import Session, SessionCheck
 from cellnet.fl.runtime.task_filters import TaskFilters, load_task_filters
-from cellnet.message import Message
 from cellnet.node import CellNode
 
 __all__ = ["JobEngine", "load_component", "main"]
@@ -128,14 +127,6 @@ def _fl_ctx(engine: JobEngine) -> FLContext:
     ctx.set_prop(FLContextKey.CURRENT_RUN, engine.job_id, private=False)
     ctx.set_prop(ReservedKey.ENGINE, engine)
     return ctx
-
-
-async def _report(engine: JobEngine, doc: dict[str, Any]) -> None:
-    msg = Message(cmi_headers(engine.session, engine.job_id), P.dumps(doc))
-    reply = await engine.cell.send_request(SERVER_CLIENT, P.RUNTIME_CHANNEL,
-                                           P.RuntimeTopic.JOB_REPORT, msg, 10.0)
-    if reply.return_code != "ok":
-        log.error("the server did not take the job report: %s", reply.error)
 
 
 async def _run_server(engine: JobEngine) -> dict[str, Any]:

@@ -53,7 +53,7 @@ def make_persistor(spec: Any, app_dir: Path) -> Any:
     if not isinstance(spec, Mapping):
         raise JobError(f"persistor: expected an object spec, got {spec!r}")
     if "path" in spec:
-        from cellnet.fl.runtime.job_cell import load_component
+        from cellnet.fl.runtime.components import load_component
 
         return load_component(dict(spec), Path(app_dir), "persistor")
     try:

@@ -36,7 +36,7 @@ class WorkflowSequence(Controller):
     def _build(self, n: int, spec: Any) -> tuple[str, Controller]:
         if isinstance(spec, Controller):
             return type(spec).__name__, spec
-        from cellnet.fl.runtime.job_cell import load_component
+        from cellnet.fl.runtime.components import load_component
 
         inner = {k: v for k, v in spec.items() if k != "name"}
         flow = load_component(inner, Path(self.engine.app_dir), f"workflows[{n}]")

@@ -189,3 +189,15 @@ async def test_messenger_headers_and_fire_and_forget():
             await runners["site-1"].ended.wait()
         with pytest.raises(ValueError, match="timeout"):
             await m.send_to_cell(["site-1"], "c", "t", None, -1, None)
+
+
+def test_the_job_cell_program_starts_without_import_warnings():
+    """``python -m cellnet.fl.runtime.job_cell`` must not be imported by its own package first
+    (runpy would warn on every job cell start)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m",
+                           "cellnet.fl.runtime.job_cell"], capture_output=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert b"usage" in done.stderr and b"Warning" not in done.stderr
