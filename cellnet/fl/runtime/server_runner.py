@@ -45,9 +45,10 @@ from typing import Any
 import trio
 
 from cellnet.defs import CellReturnCode, CMIHeader, JobMetaKey, RunStatus
-from cellnet.errors import AuthError, CellnetError, JobError, JobValidationError, unwrap_group
+from cellnet.errors import AuthError, CellnetError, JobError, JobValidationError
 from cellnet.fl.job_store import FINISHED_STATUSES, LEGAL_TRANSITIONS, JobStore, Submitter
 from cellnet.fl.runtime import _proto as P
+from cellnet.fl.runtime._tasks import spawn_guarded
 from cellnet.fl.runtime.session import SERVER_CLIENT, SessionTable, cmi_headers
 from cellnet.fl.scheduler import Action, pick_jobs
 from cellnet.message import Message
@@ -283,15 +284,7 @@ class ServerRunner:
         """Run ``fn(*args)`` in the runner's nursery; an error it raises is logged, and never
         takes the job runtime (every other job) down with it."""
         assert self._nursery is not None
-
-        async def guarded() -> None:
-            try:
-                await fn(*args)
-            except Exception as exc:
-                log.error("job runtime task %s%r failed: %s", getattr(fn, "__name__", fn),
-                          args[:1], unwrap_group(exc), exc_info=exc)
-
-        self._nursery.start_soon(guarded)
+        spawn_guarded(self._nursery, log, fn, *args)
 
     # --- scheduling -----------------------------------------------------------------
     async def _schedule_loop(self) -> None:

@@ -39,6 +39,7 @@ from cellnet.defs import CellReturnCode, CMIHeader
 from cellnet.errors import AuthError, CellnetError, JobError
 from cellnet.fl.job_folder import unzip_job
 from cellnet.fl.runtime import _proto as P
+from cellnet.fl.runtime._tasks import spawn_guarded
 from cellnet.fl.runtime.session import SERVER_CLIENT, Session, cmi_headers
 from cellnet.message import Message
 from cellnet.node import CellNode, ChildCell
@@ -116,7 +117,7 @@ class SiteRunner:
         for job in [j for j in self.jobs.values() if j.child is not None and j.job_id not in live]:
             log.warning("job %s is not active on the server (restarted?): stopping it", job.job_id)
             assert self._nursery is not None
-            self._nursery.start_soon(self._stop, job)
+            spawn_guarded(self._nursery, log, self._stop, job)
         return self.session
 
     async def stay_logged_in(self, retry: float = 1.0, *,
@@ -218,7 +219,7 @@ class SiteRunner:
                     job.child = child  # started, but the wait for its link was cut short
                 if job.child is not None:
                     assert self._nursery is not None
-                    self._nursery.start_soon(self._watch, job)
+                    spawn_guarded(self._nursery, log, self._watch, job)
                 job.settled.set()
         if job.aborted:
             raise JobError(f"job {job_id} was aborted while starting")
