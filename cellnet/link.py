@@ -221,7 +221,11 @@ class Link:
         if self._write_nowait is None or not self._idle():
             return False
         nbytes = sum(len(s) for s in segments)
-        if nbytes >= self.config.coalesce_below or not self._write_sync(segments, nbytes):
+        if nbytes >= self.config.coalesce_below:
+            return False
+        if len(segments) > 1:  # one TLS record, not one per segment: half the crypto calls
+            segments = [b"".join(segments)]
+        if not self._write_sync(segments, nbytes):
             return False
         self.frames_out += 1
         return True

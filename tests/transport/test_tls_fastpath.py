@@ -243,3 +243,23 @@ async def test_reply_to_a_lone_frame_is_written_by_the_reader_without_waking_the
                     await trio.sleep(0.01)
             a.close("done")
             b.close("done")
+
+
+async def test_write_now_sends_a_multi_segment_frame_as_one_tls_record(server_ctx, client_ctx):
+    async def on_frame(link, frame):
+        raise AssertionError("no frames expected here")
+
+    with trio.fail_after(10):
+        client, server = await tls_pair(server_ctx, client_ctx)
+        link = Link(client, "b", on_frame, config=QUIET)
+        writes: list[int] = []
+        real = client._ssl.write
+        client._ssl.write = lambda data: writes.append(len(data)) or real(data)
+        frame = encode_frame(FrameType.MESSAGE, {"n": 1}, b"p" * 100)
+        assert len(frame) > 1  # prefix + headers, then the payload
+        assert link.write_now(frame)
+        assert writes == [sum(len(s) for s in frame)]  # one record: half the crypto calls
+        got = await receive_exactly(server, writes[0])
+        assert got == b"".join(bytes(s) for s in frame)
+        await client.aclose()
+        await server.aclose()
