@@ -35,6 +35,7 @@ of its largest tensor.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -67,6 +68,7 @@ class RoundAccumulator(StreamAccumulator):
         super().__init__(dtype)
         self._model = {name: (tuple(a.shape), a.dtype) for name, a in model.items()}
         self.closed = False
+        self.seconds = 0.0  # spent folding
 
     def expect(self, layout: Mapping[str, tuple[tuple[int, ...], np.dtype]]) -> None:
         if not layout:
@@ -86,7 +88,9 @@ class RoundAccumulator(StreamAccumulator):
     def fold(self, name: str, array: np.ndarray, weight: float) -> None:
         if self.closed:
             raise AggregationError("the task's wait has ended: result not taken")
+        t0 = time.perf_counter()
         super().fold(name, array, weight)
+        self.seconds += time.perf_counter() - t0
 
     def result(self) -> dict[str, np.ndarray]:
         """Each variable's weighted mean, finalized in the accumulator's memory when it can."""
