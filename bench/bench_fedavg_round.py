@@ -67,6 +67,7 @@ class MeasuredSAG(ScatterAndGather):
         out["rss_start"] = start
         out["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         out["model_bytes"] = sum(a.nbytes for a in self.model.values())
+        out["in_place"] = [r["in_place"] for r in out["rounds"]]
         (Path(self.engine.app_dir).parent / "bench.json").write_text(json.dumps(out))
         return {"rounds": len(out["rounds"])}
 '''
@@ -155,6 +156,8 @@ def run(quick: bool) -> list[Row]:
 
 
 if __name__ == "__main__":
-    for row in run(quick=True):
+    import sys
+
+    for row in run(quick="--full" not in sys.argv):
         ratio = f"{row.ratio:.2f}x" if row.ratio is not None else ""
         print(f"{row.name:<50} {row.value:>10.3f} {row.unit:<6} {ratio} {row.target}")

@@ -28,8 +28,8 @@ controller does not wait for a reply that will never come.
 
 The session check of the reply headers runs at the OPEN (a refused peer's
 data never reaches the sum).  Memory: the accumulator (one model, finalized
-in place) plus, per stream in flight, the pack head and one staging buffer
-of its largest tensor.
+in place) plus, per stream in flight, its pack head: no staging buffer,
+each received piece is folded where it lies in the receive window.
 """
 
 from __future__ import annotations
@@ -47,8 +47,10 @@ from cellnet.errors import AggregationError
 from cellnet.fl.dxo import DXO, DataKind
 from cellnet.fl.runtime import _proto as P
 from cellnet.message import MessageHeaderKey, MessageType
-from cellnet.native.aggregate import finalize
+from cellnet.native import crc32c
+from cellnet.native.aggregate import accumulate, finalize
 from cellnet.stream import BufferSink, Sink, StreamInfo
+from cellnet.stream._errors import StreamCorruptError
 from cellnet.stream.tensor_sink import FoldedUpdate, StreamAccumulator, TensorAccumulatorSink
 
 __all__ = ["FoldSink", "InPlaceResults", "ResultFold", "RoundAccumulator", "in_place_results"]
@@ -91,6 +93,24 @@ class RoundAccumulator(StreamAccumulator):
         t0 = time.perf_counter()
         super().fold(name, array, weight)
         self.seconds += time.perf_counter() - t0
+
+    def fold_piece(self, name: str, shape: tuple[int, ...], start: int, piece: np.ndarray,
+                   weight: float) -> None:
+        """``acc[name].flat[start : start + piece.size] += weight * piece`` (no weight counted)."""
+        if self.closed:
+            raise AggregationError("the task's wait has ended: result not taken")
+        t0 = time.perf_counter()
+        acc = self._acc.get(name)
+        if acc is None:
+            acc = self._acc[name] = np.zeros(shape, self.dtype)
+            self._weight[name] = 0.0
+            self._out[name] = piece.dtype
+        accumulate(acc.reshape(-1)[start : start + piece.size], piece, weight)
+        self.seconds += time.perf_counter() - t0
+
+    def tensor_done(self, name: str, weight: float) -> None:
+        """Every piece of one update's tensor ``name`` was folded with ``weight``."""
+        self._weight[name] += weight
 
     def result(self) -> dict[str, np.ndarray]:
         """Each variable's weighted mean, finalized in the accumulator's memory when it can."""
@@ -189,16 +209,65 @@ class ResultFold:
 
 
 class FoldSink(TensorAccumulatorSink):
-    """A result stream folded into a :class:`ResultFold` (see the module docstring)."""
+    """A result stream folded into a :class:`ResultFold` (see the module docstring).
+
+    Unlike its base class it stages nothing: every received piece of a tensor
+    is folded at once (chunks are CRC-checked by the stream; the tensor's own
+    CRC is checked when its last piece arrives, and a mismatch fails the
+    stream *after* a partial fold, which taints the fold like any break).
+    """
 
     def __init__(self, fold: ResultFold, site: str):
         super().__init__(fold.accumulator, self._weight)
         self.fold, self.site = fold, site
         self._error: str | None = None
+        self._touched = False  # some piece of the update is in the sum
+        self._tcrc = 0  # CRC32C of the current tensor's bytes so far
+        self._elem = 0  # elements of the current tensor folded
+        self._carry = b""  # bytes of a split element
 
     @property
     def folded(self) -> int:
-        return self._folded
+        """Tensors folded completely, or 1 when only part of one was."""
+        return self._folded or int(self._touched)
+
+    def _route(self, pos: int, data: memoryview) -> int:
+        e = self._entries[self._i]
+        if pos < e.off:  # zero padding between tensors
+            return min(e.off, pos + data.nbytes)
+        k = min(e.off + e.nbytes - pos, data.nbytes)
+        piece = data[:k]
+        self._tcrc = crc32c(piece, self._tcrc)
+        isz = e.dtype.itemsize
+        if self._carry:
+            take = min(isz - len(self._carry), k)
+            self._carry += bytes(piece[:take])
+            piece = piece[take:]
+            if len(self._carry) == isz:
+                self._fold_elems(e, self._carry)
+                self._carry = b""
+        whole = piece.nbytes - piece.nbytes % isz
+        if whole:
+            self._fold_elems(e, piece[:whole])
+        if whole < piece.nbytes:
+            self._carry = bytes(piece[whole:])
+        self._filled += k
+        if self._filled == e.nbytes:
+            if self._tcrc != e.crc:
+                raise StreamCorruptError(f"stream {self._info.stream_id}: tensor {e.name!r} "
+                                         f"fails its CRC32C", self._info.stream_id)
+            self.target.tensor_done(e.name, self._w)
+            self._folded += 1
+            self._i += 1
+            self._filled = self._elem = self._tcrc = 0
+            self._fold_empty()
+        return pos + k
+
+    def _fold_elems(self, e: Any, raw: Any) -> None:
+        arr = np.frombuffer(raw, dtype=e.dtype)
+        self.target.fold_piece(e.name, e.shape, self._elem, arr, self._w)
+        self._elem += arr.size
+        self._touched = True
 
     def _weight(self, info: StreamInfo, meta: dict) -> float:
         self.fold.check_kind(self.site, meta)
@@ -226,7 +295,7 @@ class FoldSink(TensorAccumulatorSink):
         return out
 
     def abort(self) -> None:
-        folded = self._folded
+        folded = self.folded
         started = self._info is not None
         super().abort()
         if started:
