@@ -9,7 +9,7 @@ from cellnet.errors import AggregationError
 from cellnet.fl.dxo import DXO, DataKind
 from cellnet.fl.runtime.inplace import FoldSink, ResultFold, RoundAccumulator
 from cellnet.stream import StreamInfo
-from cellnet.stream._errors import StreamCorruptError
+from cellnet.stream._errors import StreamCorruptError, StreamUsageError
 
 MODEL = {"a": np.zeros((31, 7), np.float32), "b": np.zeros(1001, np.float32),
          "c": np.zeros(0, np.float32)}
@@ -68,7 +68,7 @@ def test_a_corrupt_tensor_fails_its_crc_and_a_wrong_shape_is_refused_before_any_
     with pytest.raises(StreamCorruptError, match="CRC32C"):
         _stream(fold, "s1", bytes(pack), [512])
     bad = bytes(DXO(DataKind.WEIGHTS, {"a": np.zeros(5, np.float32)}, {"steps": 1}).to_bytes())
-    with pytest.raises(AggregationError, match="does not match the model"):
+    with pytest.raises(StreamUsageError, match="does not match the model"):
         _stream(fold, "s2", bad, [4096])
 
 
