@@ -157,6 +157,10 @@ class ScatterAndGather(Controller):
         return float(w) if isinstance(w, int | float) and not isinstance(w, bool) else 1.0
 
     def _uses_fold(self) -> bool:
+        """In-place aggregation: FedAvg, no clipping, no server result filter on the task."""
+        filters = self._task_filters()
+        if filters is not None and filters.chain("result", self.train_task_name):
+            return False
         return self.in_place and self.aggregator_name == "fedavg" and self.clip_norm is None
 
     def _fold_weight(self, rnd: int):

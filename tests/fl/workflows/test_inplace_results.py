@@ -151,3 +151,29 @@ async def test_robust_aggregators_and_clipping_keep_whole_results(tmp_path, open
     out, _ = await _run(tmp_path, True, sites, num_rounds=1, aggregator="median")
     assert out["rounds"][0]["in_place"] is False and folded == []
     assert len([s for d, s in opened if d == SERVER_JOB]) == 2
+
+
+class _Halve:
+    """A server-side result filter: it needs each result's whole arrays."""
+
+    def __init__(self):
+        self.seen: list[int] = []
+
+    def process(self, dxo):
+        self.seen.append(dxo.nbytes)
+        return dxo.replace(data={k: v / 2 for k, v in dxo.data.items()})
+
+
+async def test_server_result_filters_fall_back_to_whole_results(tmp_path, folded):
+    from cellnet.fl.runtime.task_filters import TaskFilters, _Entry
+
+    halve = _Halve()
+    sites = _sites(**{"site-1": AddExecutor(add=2.0), "site-2": AddExecutor(add=2.0)})
+    async with job_cells(tmp_path / "job" / "app", sites, link_config=CFG) as engine:
+        engine.filters = TaskFilters("server", result=[_Entry(None, [halve])])
+        flow = ScatterAndGather(persistor=_persistor(), num_rounds=1,
+                                wait_time_after_min_received=0)
+        out = await run_flow(flow, engine)
+    assert folded == [] and halve.seen == [sum(a.nbytes for a in MODEL.values())] * 2
+    assert out["rounds"][0]["in_place"] is False
+    np.testing.assert_array_equal(load_npz(out["final_model"])["b"], (MODEL["b"] + 2) / 2)
