@@ -24,7 +24,9 @@ peer check, job id, the job's client sites) before calling it.
   folded into the fold's accumulator as they arrive, and the TaskResult
   handed to ``result_received_cb`` carries the result's kind and meta only
   (``folded`` set); a site whose result stream fails is answered
-  ``EXECUTION_RESULT_ERROR`` at once.  Server-side result filters need the
+  ``EXECUTION_RESULT_ERROR`` at once.  When the wait ends, results already
+  being folded may complete (their sites count in ``result_fold.committed``
+  even if their reply came too late) and new ones are refused.  Server-side result filters need the
   whole DXO, so a task with any falls back to whole-buffer results.
 * task data and results travel as DXO tensor payloads (see
   :mod:`cellnet.fl.dxo`): encoded from the DXO's arrays, decoded zero-copy.
@@ -249,8 +251,10 @@ class Controller:
                 nursery.cancel_scope.cancel()  # all answered: stop the early-exit watcher
             finally:
                 scopes.pop(task.task_id, None)
-                if registry is not None:
-                    registry.close(result_fold)
+                if result_fold is not None:
+                    result_fold.accepting = False
+        if result_fold is not None:
+            await result_fold.finish(task.timeout)  # results being folded may complete
         missing = [n for n in names if n not in results]
         for name in missing:
             results[name] = TaskResult(name, ReturnCode.TASK_ABORTED, None,

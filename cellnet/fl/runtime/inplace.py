@@ -21,8 +21,10 @@ first fold is simply not counted.  One that fails after folding tensors
 the shared sum that cannot be taken out again without its data, so its site
 is recorded in :attr:`ResultFold.tainted`: the workflow must not use that
 sum (ScatterAndGather gathers the round again from the sites whose results
-arrived whole).  A stream still folding when the task's wait ends (it is
-closed: later chunks are refused) taints the fold the same way.  A site
+arrived whole).  When the task's wait ends (:meth:`ResultFold.finish`), new
+result streams of the task are refused at their OPEN (nothing received),
+those already folding may complete, up to the task timeout; one cut then
+taints the fold the same way.  A site
 whose stream failed is reported at once (:meth:`ResultFold.failure`) so the
 controller does not wait for a reply that will never come.
 
@@ -142,6 +144,9 @@ class ResultFold:
         self.streamed = 0  # results folded from a stream
         self._active: dict[str, FoldSink] = {}
         self._events: dict[str, trio.Event] = {}
+        self.accepting = True  # new result streams may begin
+        self._idle = trio.Event()  # set whenever no stream is folding
+        self._idle.set()
 
     @property
     def closed(self) -> bool:
@@ -168,18 +173,24 @@ class ResultFold:
         return kind
 
     def begin(self, site: str, sink: FoldSink) -> None:
-        if self.closed:
+        if self.closed or not self.accepting:
             raise AggregationError("the task's wait has ended: result not taken")
         if site in self.committed or site in self._active:
             raise AggregationError(f"{site} already sent a result for this task")
         self._active[site] = sink
+        self._idle = trio.Event()
+
+    def _end(self, site: str) -> None:
+        self._active.pop(site, None)
+        if not self._active:
+            self._idle.set()
 
     def commit(self, site: str, update: FoldedUpdate) -> None:
-        self._active.pop(site, None)
+        self._end(site)
         self.committed[site] = update
 
     def fail(self, site: str, reason: str, folded: int) -> None:
-        self._active.pop(site, None)
+        self._end(site)
         self.failed[site] = reason
         if folded:
             self.tainted.add(site)
@@ -200,8 +211,17 @@ class ResultFold:
         self.committed[site] = FoldedUpdate(meta, w, tuple(dxo.data), dxo.nbytes)
         return w
 
+    async def finish(self, timeout: float) -> None:
+        """End the task's wait: refuse new result streams, let those already folding
+        complete (up to ``timeout`` seconds), then :meth:`close`."""
+        self.accepting = False
+        with trio.move_on_after(timeout):
+            await self._idle.wait()
+        self.close()
+
     def close(self) -> None:
         """No more folds: streams still folding are cut (and taint the sum if they folded)."""
+        self.accepting = False
         self.accumulator.closed = True
         for site, sink in list(self._active.items()):
             if sink.folded:
@@ -312,10 +332,11 @@ class InPlaceResults:
 
     def open(self, fold: ResultFold) -> None:
         self.folds[fold.task_id] = fold
-
-    def close(self, fold: ResultFold) -> None:
-        fold.close()
-        self.folds.pop(fold.task_id, None)
+        while len(self.folds) > 64:  # ended tasks stay a while: their late results are refused
+            oldest = next(iter(self.folds))
+            if not self.folds[oldest].closed:
+                break
+            del self.folds[oldest]
 
     def _site(self, headers: Mapping[str, Any]) -> str | None:
         origin = headers.get(_ORIGIN)
@@ -328,8 +349,7 @@ class InPlaceResults:
     def _sink(self, info: StreamInfo) -> Sink:
         h = info.headers
         fold = self.folds.get(h.get(P.TASK_ID)) if h.get(_MSG_TYPE) == _REPLY else None
-        if fold is None or fold.closed or not info.tensor_pack or \
-                h.get(P.TASK_RC) != "OK":
+        if fold is None or not info.tensor_pack or h.get(P.TASK_RC) != "OK":
             return BufferSink(pool=self.engine.cell.stream_buffers)
         site = self._site(h)
         if site is None:

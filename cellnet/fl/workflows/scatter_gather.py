@@ -218,7 +218,8 @@ class ScatterAndGather(Controller):
         del update, g
         spent += time.perf_counter() - t0
         rejected = rejected_of(results)
-        failed = {n: r.rc for n, r in results.items() if not r.ok and n not in rejected}
+        failed = {n: r.rc for n, r in results.items()
+                  if not r.ok and n not in rejected and n not in contributors}
         failed.update({n: ReturnCode.EXECUTION_RESULT_ERROR for n in regathered})
         summary: dict[str, Any] = {
             "round": rnd, "contributors": contributors, "rejected": rejected,
@@ -282,7 +283,6 @@ class ScatterAndGather(Controller):
             wait_time_after_min_received=self.wait_after_min, fl_ctx=fl_ctx,
             result_received_cb=received, result_fold=fold)
         if fold is not None:
-            fold.close()
             spent[0] += fold.accumulator.seconds
             meta_out = {"aggregator": "InTimeFedAvg", MetaKey.CURRENT_ROUND: rnd}
 

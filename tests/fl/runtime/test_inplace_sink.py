@@ -81,3 +81,28 @@ def test_closed_fold_refuses_more_data_and_duplicates_are_refused():
     fold.close()
     with pytest.raises(AggregationError, match="wait has ended"):
         _stream(fold, "s2", pack, [4096])
+
+
+async def test_finish_lets_a_folding_stream_complete_and_cuts_one_that_stalls(autojump_clock):
+    import trio
+
+    fold = _fold()
+    pack = _pack(1.0, 1.0)
+    done = _stream(fold, "s1", pack, [256], stop=len(pack) // 2)
+    stalled = _stream(_fold_other := _fold(), "s2", pack, [256], stop=len(pack) // 2)
+
+    async def complete_later():
+        await trio.sleep(1)
+        view = memoryview(pack)
+        start = -(-(len(pack) // 2) // 256) * 256  # where _stream stopped
+        for pos in range(start, len(pack), 256):
+            done.write(pos, view[pos : pos + 256])
+        done.finish()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(complete_later)
+        await fold.finish(timeout=10)
+    assert list(fold.committed) == ["s1"] and not fold.tainted and fold.closed
+    await _fold_other.finish(timeout=5)
+    assert _fold_other.tainted == {"s2"} and _fold_other.closed
+    assert stalled.folded

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import trio
 from wf_helpers import JOB, AddExecutor, job_cells, run_flow
 
 from cellnet.fl.persistor import load_npz
@@ -177,3 +178,20 @@ async def test_server_result_filters_fall_back_to_whole_results(tmp_path, folded
     assert folded == [] and halve.seen == [sum(a.nbytes for a in MODEL.values())] * 2
     assert out["rounds"][0]["in_place"] is False
     np.testing.assert_array_equal(load_npz(out["final_model"])["b"], (MODEL["b"] + 2) / 2)
+
+
+async def test_a_site_still_training_when_the_wait_ends_is_aborted_not_counted(
+        tmp_path, opened, folded):
+    sites = _sites(**{"site-1": AddExecutor(), "site-2": AddExecutor(add=3.0),
+                      "site-3": AddExecutor(add=50.0, sleep=0.3)})
+    async with job_cells(tmp_path / "job" / "app", sites, link_config=CFG) as engine:
+        flow = ScatterAndGather(persistor=_persistor(), num_rounds=2, min_clients=2,
+                                wait_time_after_min_received=0)
+        out = await run_flow(flow, engine)
+        await trio.sleep(0.5)  # site-3's answers (aborted) arrive meanwhile
+    for r in out["rounds"]:
+        assert sorted(r["contributors"]) == ["site-1", "site-2"]
+        assert "regathered_without" not in r and r["failed"] == {"site-3": "TASK_ABORTED"}
+    assert "site-3" not in folded
+    assert [s for d, s in opened if d == SERVER_JOB] == []
+    np.testing.assert_array_equal(load_npz(out["final_model"])["b"], MODEL["b"] + 4)
