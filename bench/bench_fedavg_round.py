@@ -9,7 +9,8 @@ get 8 models back, fold each in as it arrives, finish the average.  Per-round
 model files are off, so a round is only network and aggregation.
 
 The job runs twice in the same run: results folded **in place** as their
-chunks arrive (the default), and as whole buffers (``in_place: false``).
+chunks arrive (with ``low_memory``: the sent model is spilled to disk and
+released while the results arrive), and as whole buffers (``in_place: false``).
 
 Figures, each beside a baseline of this run:
 
@@ -105,7 +106,7 @@ def _job(root: Path, params: int, rounds: int, in_place: bool) -> Path:
         {"name": "bench-fedavg-round", "deploy_map": {"app": ["@ALL"]}, "min_clients": SITES}))
     server = {"workflow": {"path": "measured.MeasuredSAG", "args": {
         "num_rounds": rounds, "train_timeout": 600, "wait_time_after_min_received": 0,
-        "in_place": in_place,
+        "in_place": in_place, "low_memory": in_place,
         "persistor": {"initializer": "bench_init.make", "save_rounds": False,
                       "initializer_args": {"params": params, "tensors": TENSORS}}}}}
     client = {"executors": [{"tasks": ["train"], "executor": {"path": "echo.Echo"}}]}

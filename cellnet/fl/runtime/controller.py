@@ -45,6 +45,7 @@ from typing import Any
 
 import trio
 
+from cellnet._streaming import stream_progress
 from cellnet.defs import CellReturnCode, MetaKey, ReturnCode
 from cellnet.errors import CellnetError
 from cellnet.fl.dxo import DXO
@@ -177,6 +178,7 @@ class Controller:
         fl_ctx: FLContext | None = None,
         result_received_cb: ResultCallback | None = None,
         result_fold: ResultFold | None = None,
+        on_data_sent: Callable[[], None] | None = None,
     ) -> dict[str, TaskResult]:
         """Send ``task`` to ``targets`` (default: all clients) and collect their results.
 
@@ -184,6 +186,10 @@ class Controller:
         it returns (a TaskResult, or None to keep ``result``) is stored without
         its arrays, and only stored OK results count toward ``min_responses``.
         ``result_fold``: aggregate the results in place (see the module docstring).
+        ``on_data_sent()`` runs once the task data has been handed to the links
+        in full for every target (streamed data only); the controller then
+        drops its own references to the data's arrays, so the caller can
+        release them while it waits for the results.
         """
         names = self._targets(targets)
         if result_received_cb is not None and not callable(result_received_cb):
@@ -201,6 +207,21 @@ class Controller:
             result_fold = None  # server result filters need whole DXOs
         registry = in_place_results(self.engine) if result_fold is not None else None
 
+        sent_to: set[str] = set()
+        messages = [msg] if msg is not None else []
+
+        def tracker(name: str) -> Callable[[int, int], None]:
+            def progress(done: int, total: int) -> None:
+                if done < total or name in sent_to:
+                    return
+                sent_to.add(name)
+                if len(sent_to) == len(names) and on_data_sent is not None:
+                    for m in messages:  # already encoded: forget the arrays
+                        if isinstance(m.payload, dict):
+                            m.payload.clear()
+                    on_data_sent()
+            return progress
+
         async def one(name: str) -> None:
             out = msg
             if filters:
@@ -210,7 +231,10 @@ class Controller:
                     results[name] = TaskResult(name, exc.rc, None, str(exc))
                     return
                 out = self._message(task, data)
-            reply = await self._send_task(name, out, task, fl_ctx, result_fold)
+                messages.append(out)
+            with stream_progress(tracker(name)):
+                reply = await self._send_task(name, out, task, fl_ctx, result_fold)
+            out = None
             if reply is None:
                 result = TaskResult(name, ReturnCode.EXECUTION_RESULT_ERROR, None,
                                     f"result stream failed: {result_fold.failed.get(name)}")

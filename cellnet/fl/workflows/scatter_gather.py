@@ -21,6 +21,12 @@ metadata, which precedes its data.  A result stream that breaks after
 folding part of its update leaves that part in the sum, so the round is
 gathered again from the sites whose results arrived whole (at most
 ``max_gather_attempts`` times) -- the average never holds a partial result.
+With ``low_memory`` (in-place rounds without best-model selection) the
+global model is spilled to the job workspace before it is sent and released
+once every site has it, so the server holds little more than the running
+sum while it waits; it is read back only when needed (a second gather, a
+WEIGHT_DIFF or partial update).
+
 Robust aggregators and ``clip_norm`` need whole updates, and server-side
 result filters need whole DXOs: those rounds receive whole buffers (the
 result of each is still folded and dropped on arrival).
@@ -37,6 +43,7 @@ best one is saved as ``best.npz``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -55,6 +62,7 @@ from cellnet.fl.runtime.controller import Controller, Task, TaskResult
 from cellnet.fl.runtime.inplace import ResultFold, RoundAccumulator
 from cellnet.fl.workflows import _common as C
 from cellnet.fl.workflows._progress import report_progress
+from cellnet.fl.workflows._spill import SpilledModel
 from cellnet.fl.workflows.constants import DEFAULT_TASK_TIMEOUT, AppConstants
 from cellnet.native import aggregate as native_agg
 
@@ -81,7 +89,8 @@ class ScatterAndGather(Controller):
                  aggregator: str = "fedavg", trim: int = 1, clip_norm: float | None = None,
                  weights_key: str = MetaKey.NUM_STEPS_CURRENT_ROUND,
                  validation_metric: str | None = None, metric_mode: str = "max",
-                 in_place: bool = True, max_gather_attempts: int = 3) -> None:
+                 in_place: bool = True, max_gather_attempts: int = 3,
+                 low_memory: bool = False) -> None:
         self.num_rounds = C.check_int(num_rounds, "num_rounds", 1)
         self.start_round = C.check_int(start_round, "start_round", 0)
         if self.start_round >= self.num_rounds:
@@ -107,6 +116,10 @@ class ScatterAndGather(Controller):
         if not isinstance(in_place, bool):
             raise JobError(f"in_place must be true or false, got {in_place!r}")
         self.in_place = in_place
+        if not isinstance(low_memory, bool):
+            raise JobError(f"low_memory must be true or false, got {low_memory!r}")
+        self.low_memory = low_memory
+        self._released = False
         self.max_gather_attempts = C.check_int(max_gather_attempts, "max_gather_attempts", 1)
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
@@ -183,11 +196,32 @@ class ScatterAndGather(Controller):
 
     # --- one round ------------------------------------------------------------------
     async def _round(self, rnd: int, need: int, fl_ctx: FLContext) -> dict[str, Any]:
+        spill = None
+        if self.low_memory and self._uses_fold() and self.validation_metric is None:
+            folder = C.workspace(self.engine) / ".cellnet-sent-model"
+            spill = await trio.to_thread.run_sync(SpilledModel, self.model, folder)
+        try:
+            return await self._round_with(rnd, need, fl_ctx, spill)
+        finally:
+            if spill is not None:
+                if self._released:  # the round failed after releasing it
+                    self.model = await trio.to_thread.run_sync(spill.load)
+                    self._released = False
+                await trio.to_thread.run_sync(spill.remove)
+
+    async def _model_back(self, spill: SpilledModel | None) -> None:
+        if spill is not None and self._released:
+            self.model = await trio.to_thread.run_sync(spill.load)
+            self._released = False
+
+    async def _round_with(self, rnd: int, need: int, fl_ctx: FLContext,
+                          spill: SpilledModel | None) -> dict[str, Any]:
         t_round = time.perf_counter()
         targets = list(self.clients)
         regathered: dict[str, str] = {}
         for _attempt in range(self.max_gather_attempts):
-            g = await self._gather(rnd, need, targets, fl_ctx, t_round)
+            await self._model_back(spill)  # a second gather sends the model again
+            g = await self._gather(rnd, need, targets, fl_ctx, t_round, spill)
             fold = g["fold"]
             if fold is None or not fold.tainted:
                 break
@@ -212,8 +246,12 @@ class ScatterAndGather(Controller):
             update = await trio.to_thread.run_sync(g["aggregate"])
         except AggregationError as exc:
             raise JobError(f"round {rnd}: aggregation failed: {exc}") from exc
+        if spill is not None and self._released and (
+                update.kind == DataKind.WEIGHT_DIFF or set(update.data) != spill.names):
+            await self._model_back(spill)  # the update needs the model's values
         sent = self.model
         self.model = await trio.to_thread.run_sync(C.apply_update, sent, update)
+        self._released = False
         contributors = g["contributors"]
         del update, g
         spent += time.perf_counter() - t0
@@ -235,7 +273,7 @@ class ScatterAndGather(Controller):
         return summary
 
     async def _gather(self, rnd: int, need: int, targets: list[str], fl_ctx: FLContext,
-                      t_round: float) -> dict[str, Any]:
+                      t_round: float, spill: SpilledModel | None = None) -> dict[str, Any]:
         """Send the round's task to ``targets`` and fold their results in as they arrive."""
         meta = {MetaKey.CURRENT_ROUND: rnd, MetaKey.TOTAL_ROUND: self.num_rounds,
                 AppConstants.NUM_ROUNDS: self.num_rounds}
@@ -281,7 +319,8 @@ class ScatterAndGather(Controller):
         results = await self.broadcast_and_wait(
             task, targets, min_responses=min(need, len(targets)),
             wait_time_after_min_received=self.wait_after_min, fl_ctx=fl_ctx,
-            result_received_cb=received, result_fold=fold)
+            result_received_cb=received, result_fold=fold,
+            on_data_sent=None if spill is None else functools.partial(self._release, task, spill))
         if fold is not None:
             spent[0] += fold.accumulator.seconds
             meta_out = {"aggregator": "InTimeFedAvg", MetaKey.CURRENT_ROUND: rnd}
@@ -296,6 +335,12 @@ class ScatterAndGather(Controller):
             aggregate, contributors = agg.aggregate, agg.contributors
         return {"fold": fold, "results": results, "count": len(contributors),
                 "spent": spent[0], "aggregate": aggregate, "contributors": contributors}
+
+    def _release(self, task: Task, spill: SpilledModel) -> None:
+        """Every site has the model: drop it (spilled) while the results arrive."""
+        task.data.data.clear()
+        self.model = spill.skeleton()
+        self._released = True
 
     async def _accept(self, agg: Any, lock: trio.Lock, result: TaskResult, rnd: int,
                       spent: list[float]) -> float:

@@ -95,7 +95,9 @@ async def test_streamed_results_give_the_model_of_the_whole_buffer_path(tmp_path
     assert out["rounds"][0]["contributors"] and out["rounds"][0]["aggregate_seconds"] > 0
 
 
-async def test_a_result_stream_cut_mid_way_is_not_counted(tmp_path, monkeypatch, opened):
+@pytest.mark.parametrize("low_memory", [False, True])
+async def test_a_result_stream_cut_mid_way_is_not_counted(tmp_path, monkeypatch, opened,
+                                                          low_memory):
     """site-3's link is cut after part of its result was folded: the round is gathered
     again from the others, so the average holds no partial update, and goes on."""
     ex1, ex2, ex3 = AddExecutor(add=1.0), AddExecutor(add=4.0, steps=3), AddExecutor(add=99)
@@ -114,7 +116,8 @@ async def test_a_result_stream_cut_mid_way_is_not_counted(tmp_path, monkeypatch,
     async with job_cells(tmp_path / "job" / "app", sites, link_config=CFG) as engine:
         async_cells.update(engine.cells)
         flow = ScatterAndGather(persistor=_persistor(), num_rounds=2, min_clients=2,
-                                wait_time_after_min_received=0, train_timeout=60)
+                                wait_time_after_min_received=0, train_timeout=60,
+                                low_memory=low_memory)
         out = await run_flow(flow, engine)
     model = load_npz(out["final_model"])
     assert cut == [1]  # site-3 had folded part of a tensor when its stream broke
@@ -195,3 +198,24 @@ async def test_a_site_still_training_when_the_wait_ends_is_aborted_not_counted(
     assert "site-3" not in folded
     assert [s for d, s in opened if d == SERVER_JOB] == []
     np.testing.assert_array_equal(load_npz(out["final_model"])["b"], MODEL["b"] + 4)
+
+
+@pytest.mark.parametrize("diff", [False, True])
+async def test_low_memory_releases_the_sent_model_and_gives_the_same_model(tmp_path,
+                                                                         monkeypatch, diff):
+    released = []
+    real = ScatterAndGather._release
+
+    def spy(self, task, spill):
+        real(self, task, spill)
+        released.append(sorted(self.model))
+        assert all(a.strides == (0,) * a.ndim for a in self.model.values())  # no memory
+
+    monkeypatch.setattr(ScatterAndGather, "_release", spy)
+    sites = _sites(**{"site-1": AddExecutor(add=1.0, diff=diff),
+                      "site-2": AddExecutor(add=4.0, steps=3, diff=diff)})
+    out, model = await _run(tmp_path, True, sites, num_rounds=2, low_memory=True)
+    assert released == [sorted(MODEL)] * 2 and all(r["in_place"] for r in out["rounds"])
+    assert not (tmp_path / "job" / ".cellnet-sent-model").exists()
+    for name, a in MODEL.items():
+        np.testing.assert_array_equal(model[name], a + 2 * (1 * 1 + 3 * 4) / 4)
