@@ -3,8 +3,18 @@
 A DXO is a kind (:class:`DataKind`: full weights, a weight difference, or
 metrics), a flat ``name -> ndarray`` dict and a JSON/CBOR-able ``meta`` dict
 (round numbers, the number of training steps, the filter history...).  It
-travels as one tensor pack (:meth:`DXO.to_bytes` / :meth:`DXO.from_bytes`):
-the arrays as tensors, the kind and meta as the pack's CBOR metadata.
+travels as one tensor pack: the arrays as tensors, ``{DATA_KIND: kind,
+**meta}`` as the pack's CBOR metadata.
+
+Wire contract.  :meth:`DXO.to_payload` gives that pack as a *tensor
+payload* (a :class:`DXOPayload`: the DXO's own arrays plus the pack
+metadata), which a cell message encodes straight from the arrays' buffers
+(the pack encoder's segments, never one concatenated copy) and sends as one
+frame, or -- above ``LinkConfig.stream_threshold`` -- as a stream of chunks.
+The receiver gets a zero-copy :class:`~cellnet.native.pack.TensorPack` and
+:meth:`DXO.from_payload` turns it into a DXO whose arrays are read-only
+views of the receive buffer.  :meth:`DXO.to_bytes` / :meth:`DXO.from_bytes`
+are the same pack as one buffer (files, tests; ``from_payload`` accepts it too).
 
 DXOs are treated as values: filters return a new DXO (new dicts, arrays
 shared where untouched) and never modify the one they were given.
@@ -141,11 +151,30 @@ class DXO:
         except TypeError as exc:
             raise InvalidArgumentError(f"DXO cannot be packed: {exc}") from exc
 
+    def to_payload(self) -> DXOPayload:
+        """The DXO as a tensor payload for a cell message (no copy of the arrays)."""
+        meta = _plain(self.meta)
+        meta[str(MetaKey.DATA_KIND)] = str(self.kind.value)
+        return DXOPayload(self.data, meta)
+
+    @classmethod
+    def from_payload(cls, payload: Any) -> DXO:
+        """The DXO a message payload carries: a decoded tensor pack or the pack's bytes."""
+        if isinstance(payload, pack.TensorPack):
+            return cls._from_pack(payload)
+        if payload is None or isinstance(payload, Mapping):
+            raise CorruptDataError(f"the payload is not a DXO tensor pack "
+                                   f"({type(payload).__name__})")
+        return cls.from_bytes(payload)
+
     @classmethod
     def from_bytes(cls, buf, *, limits: pack.PackLimits | None = None) -> DXO:
         """Decode :meth:`to_bytes` output (arrays are read-only views into ``buf``)."""
-        tp = pack.decode(buf, limits=limits)
-        meta = dict(tp.meta)
+        return cls._from_pack(pack.decode(buf, limits=limits))
+
+    @classmethod
+    def _from_pack(cls, tp: pack.TensorPack) -> DXO:
+        meta = dict(tp.meta) if isinstance(tp.meta, Mapping) else {}
         kind = meta.pop(str(MetaKey.DATA_KIND), None)
         if kind is None:
             raise CorruptDataError("pack carries no data kind: not a DXO")
@@ -155,4 +184,12 @@ class DXO:
             raise CorruptDataError(f"pack carries an unknown data kind {kind!r}") from None
 
 
-__all__ = ["DXO", "DataKind", "dtype_from_name", "is_float"]
+class DXOPayload(dict):
+    """A DXO's arrays as a cell tensor payload; ``meta`` is the pack metadata (kind + meta)."""
+
+    def __init__(self, data: Mapping[str, np.ndarray], meta: dict):
+        super().__init__(data)
+        self.meta = meta
+
+
+__all__ = ["DXO", "DXOPayload", "DataKind", "dtype_from_name", "is_float"]

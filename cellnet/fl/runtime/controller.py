@@ -19,6 +19,17 @@ peer check, job id, the job's client sites) before calling it.
   the data of each target before it leaves and on each OK result as it
   arrives; a failing one gives that target ``TASK_DATA_FILTER_ERROR`` /
   ``TASK_RESULT_FILTER_ERROR``.
+* with ``result_fold`` (a :class:`~cellnet.fl.runtime.inplace.ResultFold`)
+  the results are aggregated **in place**: each large result's chunks are
+  folded into the fold's accumulator as they arrive, and the TaskResult
+  handed to ``result_received_cb`` carries the result's kind and meta only
+  (``folded`` set); a site whose result stream fails is answered
+  ``EXECUTION_RESULT_ERROR`` at once.  When the wait ends, results already
+  being folded may complete (their sites count in ``result_fold.committed``
+  even if their reply came too late) and new ones are refused.  Server-side result filters need the
+  whole DXO, so a task with any falls back to whole-buffer results.
+* task data and results travel as DXO tensor payloads (see
+  :mod:`cellnet.fl.dxo`): encoded from the DXO's arrays, decoded zero-copy.
 * :meth:`abort_task` ends a task's waits and tells the sites
   (``__abort_task__``); :meth:`end_run` sends ``__end_run__`` to every site.
 """
@@ -34,15 +45,18 @@ from typing import Any
 
 import trio
 
-from cellnet.defs import CellReturnCode, ReturnCode
+from cellnet._streaming import stream_progress
+from cellnet.defs import CellReturnCode, MetaKey, ReturnCode
 from cellnet.errors import CellnetError
 from cellnet.fl.dxo import DXO
 from cellnet.fl.runtime import _proto as P
 from cellnet.fl.runtime.context import FLContext
+from cellnet.fl.runtime.inplace import ResultFold, in_place_results
 from cellnet.fl.runtime.messenger import JobCellMessenger
 from cellnet.fl.runtime.task_filters import FilterStage, TaskFilterError, TaskFilters
 from cellnet.message import Message
 from cellnet.requests import CELL_RC
+from cellnet.stream.tensor_sink import FoldedUpdate
 
 __all__ = ["Controller", "ResultCallback", "Task", "TaskResult"]
 
@@ -75,6 +89,7 @@ class TaskResult:
     rc: str
     dxo: DXO | None = None
     error: str | None = None
+    folded: FoldedUpdate | None = None  # set when the arrays were folded in place on arrival
 
     @property
     def ok(self) -> bool:
@@ -88,8 +103,13 @@ def _result(client: str, reply: Message) -> TaskResult:
     task_rc = reply.get_header(P.TASK_RC, ReturnCode.OK)
     if task_rc != ReturnCode.OK:
         return TaskResult(client, str(task_rc), None, reply.error)
+    payload = reply.payload
     try:
-        return TaskResult(client, ReturnCode.OK, DXO.from_bytes(reply.payload))
+        if isinstance(payload, FoldedUpdate):  # folded in place as it arrived
+            meta = dict(payload.meta)
+            kind = meta.pop(str(MetaKey.DATA_KIND), None)
+            return TaskResult(client, ReturnCode.OK, DXO(kind, {}, meta), folded=payload)
+        return TaskResult(client, ReturnCode.OK, DXO.from_payload(payload))
     except (CellnetError, TypeError, ValueError) as exc:
         return TaskResult(client, ReturnCode.EXECUTION_RESULT_ERROR, None, str(exc))
 
@@ -102,7 +122,7 @@ def _without_arrays(result: TaskResult) -> TaskResult:
     if result.dxo is None:
         return result
     return TaskResult(result.client, result.rc, DXO(result.dxo.kind, {}, result.dxo.meta),
-                      result.error)
+                      result.error, result.folded)
 
 
 class Controller:
@@ -146,7 +166,7 @@ class Controller:
         return filters if isinstance(filters, TaskFilters) and filters else None
 
     def _message(self, task: Task, data: DXO) -> Message:
-        return Message({P.TASK_NAME: task.name, P.TASK_ID: task.task_id}, data.to_bytes())
+        return Message({P.TASK_NAME: task.name, P.TASK_ID: task.task_id}, data.to_payload())
 
     # --- the task API -----------------------------------------------------------------
     async def broadcast_and_wait(
@@ -157,12 +177,19 @@ class Controller:
         wait_time_after_min_received: float = 0.0,
         fl_ctx: FLContext | None = None,
         result_received_cb: ResultCallback | None = None,
+        result_fold: ResultFold | None = None,
+        on_data_sent: Callable[[], None] | None = None,
     ) -> dict[str, TaskResult]:
         """Send ``task`` to ``targets`` (default: all clients) and collect their results.
 
         ``result_received_cb(result)`` runs for each result as it arrives; what
         it returns (a TaskResult, or None to keep ``result``) is stored without
         its arrays, and only stored OK results count toward ``min_responses``.
+        ``result_fold``: aggregate the results in place (see the module docstring).
+        ``on_data_sent()`` runs once the task data has been handed to the links
+        in full for every target (streamed data only); the controller then
+        drops its own references to the data's arrays, so the caller can
+        release them while it waits for the results.
         """
         names = self._targets(targets)
         if result_received_cb is not None and not callable(result_received_cb):
@@ -176,6 +203,24 @@ class Controller:
         enough = trio.Event()
         filters = self._task_filters()
         msg = None if filters else self._message(task, task.data)  # filtered: one per target
+        if result_fold is not None and filters and filters.chain("result", task.name):
+            result_fold = None  # server result filters need whole DXOs
+        registry = in_place_results(self.engine) if result_fold is not None else None
+
+        sent_to: set[str] = set()
+        messages = [msg] if msg is not None else []
+
+        def tracker(name: str) -> Callable[[int, int], None]:
+            def progress(done: int, total: int) -> None:
+                if done < total or name in sent_to:
+                    return
+                sent_to.add(name)
+                if len(sent_to) == len(names) and on_data_sent is not None:
+                    for m in messages:  # already encoded: forget the arrays
+                        if isinstance(m.payload, dict):
+                            m.payload.clear()
+                    on_data_sent()
+            return progress
 
         async def one(name: str) -> None:
             out = msg
@@ -186,10 +231,16 @@ class Controller:
                     results[name] = TaskResult(name, exc.rc, None, str(exc))
                     return
                 out = self._message(task, data)
-            replies = await self.messenger.send_to_cell(
-                [name], P.TASK_CHANNEL, P.TaskTopic.RUN, out, task.timeout, fl_ctx)
-            result = _result(name, replies[name])
-            del replies
+                messages.append(out)
+            with stream_progress(tracker(name)):
+                reply = await self._send_task(name, out, task, fl_ctx, result_fold)
+            out = None
+            if reply is None:
+                result = TaskResult(name, ReturnCode.EXECUTION_RESULT_ERROR, None,
+                                    f"result stream failed: {result_fold.failed.get(name)}")
+            else:
+                result = _result(name, reply)
+            del reply
             if filters and result.ok and result.dxo is not None:
                 try:
                     result = TaskResult(name, result.rc, await filters.apply(
@@ -211,6 +262,8 @@ class Controller:
             nursery.cancel_scope.cancel()
 
         scopes = self._scopes()
+        if registry is not None:
+            registry.open(result_fold)
         async with trio.open_nursery() as nursery:
             scopes[task.task_id] = nursery.cancel_scope
             try:
@@ -222,6 +275,10 @@ class Controller:
                 nursery.cancel_scope.cancel()  # all answered: stop the early-exit watcher
             finally:
                 scopes.pop(task.task_id, None)
+                if result_fold is not None:
+                    result_fold.accepting = False
+        if result_fold is not None:
+            await result_fold.finish(task.timeout)  # results being folded may complete
         missing = [n for n in names if n not in results]
         for name in missing:
             results[name] = TaskResult(name, ReturnCode.TASK_ABORTED, None,
@@ -229,6 +286,25 @@ class Controller:
         if missing:
             await self._tell_abort(task, missing)
         return {n: results[n] for n in names}
+
+    async def _send_task(self, name: str, msg: Message, task: Task, fl_ctx: FLContext | None,
+                         fold: ResultFold | None) -> Message | None:
+        """The reply of ``name`` to ``msg``; None when its in-place result stream failed."""
+        if fold is None:
+            return (await self.messenger.send_to_cell(
+                [name], P.TASK_CHANNEL, P.TaskTopic.RUN, msg, task.timeout, fl_ctx))[name]
+        reply: list[Message] = []
+
+        async def ask(scope: trio.CancelScope) -> None:
+            reply.append((await self.messenger.send_to_cell(
+                [name], P.TASK_CHANNEL, P.TaskTopic.RUN, msg, task.timeout, fl_ctx))[name])
+            scope.cancel()
+
+        async with trio.open_nursery() as race:
+            race.start_soon(ask, race.cancel_scope)
+            await fold.failure(name).wait()
+            race.cancel_scope.cancel()
+        return reply[0] if reply else None
 
     async def send_and_wait(self, task: Task, target: str,
                             fl_ctx: FLContext | None = None) -> TaskResult:

@@ -12,6 +12,15 @@ data ``BAD_TASK_DATA``; a failing task data/result filter of the app
 result that is not a DXO ``EXECUTION_RESULT_ERROR``; a task aborted with
 ``__abort_task__`` ``TASK_ABORTED``.  ``__end_run__`` sets :attr:`ExecutorRunner.ended`.
 The task-level code travels in the ``__rc__`` header of an ``ok`` cell reply.
+
+Wire contract: the task data arrives as a DXO tensor payload
+(:meth:`~cellnet.fl.dxo.DXO.to_payload`: the arrays, with the kind and meta
+in the pack metadata; one frame when small, a stream of chunks when large),
+decoded zero-copy.  The result goes back the same way, straight from the
+result DXO's arrays, and its reply also carries the task's ``__task_id__``
+and ``__task_name__`` headers, so a server that folds results in place as
+their chunks arrive (:mod:`cellnet.fl.runtime.inplace`) knows the task
+before the first byte.
 """
 
 from __future__ import annotations
@@ -76,12 +85,15 @@ class Executor:
         raise CellnetError(f"{type(self).__name__} does not implement execute()")
 
 
-def task_reply(rc: str, dxo: DXO | None = None, error: str | None = None) -> Message:
-    """The reply carrying a task result (``rc`` under ``__rc__``)."""
+def task_reply(rc: str, dxo: DXO | None = None, error: str | None = None,
+               task: tuple[Any, Any] | None = None) -> Message:
+    """The reply carrying a task result (``rc`` under ``__rc__``; ``task``: (name, id))."""
     headers: dict[str, Any] = {P.TASK_RC: str(rc)}
     if error is not None:
         headers["cellnet.error"] = error
-    return Message(headers, None if dxo is None else dxo.to_bytes())
+    if task is not None and isinstance(task[0], str) and isinstance(task[1], str):
+        headers[P.TASK_NAME], headers[P.TASK_ID] = task
+    return Message(headers, None if dxo is None else dxo.to_payload())
 
 
 class ExecutorRunner:
@@ -138,7 +150,7 @@ class ExecutorRunner:
                 ReturnCode.TASK_UNSUPPORTED,
                 error=f"{type(executor).__name__} does not support task {name!r}")
         try:
-            dxo = DXO.from_bytes(msg.payload)
+            dxo = DXO.from_payload(msg.payload)
         except (CellnetError, TypeError, ValueError) as exc:
             return ReturnCode.BAD_TASK_DATA, task_reply(ReturnCode.BAD_TASK_DATA, error=str(exc))
         fl_ctx.set_prop(FLContextKey.TASK_NAME, name, private=False)
@@ -183,4 +195,4 @@ class ExecutorRunner:
         except TaskFilterError as exc:
             log.warning("%s", exc)
             return exc.rc, task_reply(exc.rc, error=str(exc))
-        return ReturnCode.OK, task_reply(ReturnCode.OK, result)
+        return ReturnCode.OK, task_reply(ReturnCode.OK, result, task=(name, task_id))

@@ -48,7 +48,7 @@ def _payload(request: Any) -> Message:
     if isinstance(request, Message):
         return Message(dict(request.headers), request.payload)
     if isinstance(request, DXO):
-        return Message({}, request.to_bytes())
+        return Message({}, request.to_payload())
     return Message({}, request)
 
 
@@ -87,7 +87,7 @@ class JobCellMessenger:
         """Send ``request`` to the job cells of ``targets``; ``{client name: reply}``.
 
         ``timeout == 0`` is fire-and-forget (returns ``{}``).  ``request`` is a
-        Message, a DXO (sent as one tensor pack), bytes or None.
+        Message, a DXO (sent as a tensor payload), bytes or None.
         """
         names = [targets] if isinstance(targets, str) else list(targets)
         if not isinstance(timeout, int | float) or timeout < 0 or math.isnan(timeout):

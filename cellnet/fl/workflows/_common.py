@@ -89,6 +89,8 @@ def apply_update(model: Model, update: DXO) -> Model:
             raise JobError(f"aggregated {name!r} has shape {a.shape}, the model {ref.shape}")
         if update.kind == DataKind.WEIGHT_DIFF:
             out[name] = ref + a.astype(ref.dtype, copy=False)
+        elif a.dtype == ref.dtype and a.flags.owndata and a.flags.writeable:
+            out[name] = a  # a fresh aggregate (e.g. finalized in place): no copy
         else:
             out[name] = np.array(a, dtype=ref.dtype)  # own the memory (not a receive buffer)
     return out

@@ -12,6 +12,25 @@ train timeout expired.  A round with fewer than ``min_clients`` accepted
 results raises :class:`~cellnet.errors.JobError` naming each missing site
 and why, which ends the job with that reason instead of hanging.
 
+In-place aggregation (``in_place=True``, the default for FedAvg without
+``clip_norm``): the round opens a :class:`~cellnet.fl.runtime.inplace.ResultFold`
+and each large result is folded into its accumulator **chunk by chunk as it
+arrives** on the server job cell, never reassembled (small results, sent as
+one frame, are folded whole); the weight is read from the result's pack
+metadata, which precedes its data.  A result stream that breaks after
+folding part of its update leaves that part in the sum, so the round is
+gathered again from the sites whose results arrived whole (at most
+``max_gather_attempts`` times) -- the average never holds a partial result.
+With ``low_memory`` (in-place rounds without best-model selection) the
+global model is spilled to the job workspace before it is sent and released
+once every site has it, so the server holds little more than the running
+sum while it waits; it is read back only when needed (a second gather, a
+WEIGHT_DIFF or partial update).
+
+Robust aggregators and ``clip_norm`` need whole updates, and server-side
+result filters need whole DXOs: those rounds receive whole buffers (the
+result of each is still folded and dropped on arrival).
+
 Weights come from ``meta[NUM_STEPS_CURRENT_ROUND]`` of each result (1 when
 absent).  Robust options: ``aggregator`` = ``fedavg`` | ``median`` |
 ``trimmed_mean`` (``trim`` per side), and ``clip_norm``: every update is made
@@ -24,6 +43,8 @@ best one is saved as ``best.npz``.
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 import time
 from pathlib import Path
@@ -38,14 +59,24 @@ from cellnet.fl.aggregators import CoordinateMedian, InTimeFedAvg, TrimmedMean
 from cellnet.fl.dxo import DXO, DataKind
 from cellnet.fl.runtime.context import FLContext
 from cellnet.fl.runtime.controller import Controller, Task, TaskResult
+from cellnet.fl.runtime.inplace import ResultFold, RoundAccumulator
 from cellnet.fl.workflows import _common as C
 from cellnet.fl.workflows._progress import report_progress
+from cellnet.fl.workflows._spill import SpilledModel
 from cellnet.fl.workflows.constants import DEFAULT_TASK_TIMEOUT, AppConstants
 from cellnet.native import aggregate as native_agg
 
 __all__ = ["AGGREGATORS", "ScatterAndGather"]
 
 AGGREGATORS = ("fedavg", "median", "trimmed_mean")
+log = logging.getLogger("cellnet.fl.scatter_gather")
+_REJECTED = "result rejected: "
+
+
+def rejected_of(results: dict[str, TaskResult]) -> dict[str, str]:
+    """``{site: reason}`` of the results the aggregation refused."""
+    return {n: r.error[len(_REJECTED):] for n, r in results.items()
+            if not r.ok and r.error and r.error.startswith(_REJECTED)}
 
 
 class ScatterAndGather(Controller):
@@ -57,7 +88,9 @@ class ScatterAndGather(Controller):
                  train_timeout: float = DEFAULT_TASK_TIMEOUT, persistor: Any = None,
                  aggregator: str = "fedavg", trim: int = 1, clip_norm: float | None = None,
                  weights_key: str = MetaKey.NUM_STEPS_CURRENT_ROUND,
-                 validation_metric: str | None = None, metric_mode: str = "max") -> None:
+                 validation_metric: str | None = None, metric_mode: str = "max",
+                 in_place: bool = True, max_gather_attempts: int = 3,
+                 low_memory: bool = False) -> None:
         self.num_rounds = C.check_int(num_rounds, "num_rounds", 1)
         self.start_round = C.check_int(start_round, "start_round", 0)
         if self.start_round >= self.num_rounds:
@@ -80,6 +113,14 @@ class ScatterAndGather(Controller):
         if metric_mode not in ("max", "min"):
             raise JobError(f"metric_mode must be 'max' or 'min', got {metric_mode!r}")
         self.validation_metric, self.metric_mode = validation_metric, metric_mode
+        if not isinstance(in_place, bool):
+            raise JobError(f"in_place must be true or false, got {in_place!r}")
+        self.in_place = in_place
+        if not isinstance(low_memory, bool):
+            raise JobError(f"low_memory must be true or false, got {low_memory!r}")
+        self.low_memory = low_memory
+        self._released = False
+        self.max_gather_attempts = C.check_int(max_gather_attempts, "max_gather_attempts", 1)
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
         self.persistor: Any = None
@@ -128,75 +169,191 @@ class ScatterAndGather(Controller):
         w = dxo.meta.get(self.weights_key, 1.0)
         return float(w) if isinstance(w, int | float) and not isinstance(w, bool) else 1.0
 
+    def _uses_fold(self) -> bool:
+        """In-place aggregation: FedAvg, no clipping, no server result filter on the task."""
+        filters = self._task_filters()
+        if filters is not None and filters.chain("result", self.train_task_name):
+            return False
+        return self.in_place and self.aggregator_name == "fedavg" and self.clip_norm is None
+
+    def _fold_weight(self, rnd: int):
+        """``weight(site, meta)`` of a result folded in place; AggregationError refuses it."""
+        def weight(site: str, meta: Any) -> float:
+            got = meta.get(MetaKey.CURRENT_ROUND)
+            if got is not None and got != rnd:
+                raise AggregationError(f"result is for round {got}, not {rnd}")
+            if MetaKey.PROCESSED_ALGORITHM in meta:
+                raise AggregationError(f"{site}: the DXO is still quantized "
+                                       f"({meta[MetaKey.PROCESSED_ALGORITHM]}); dequantize it")
+            raw = meta.get(self.weights_key, 1.0)
+            ok = not isinstance(raw, bool) and isinstance(raw, int | float) \
+                and math.isfinite(raw) and raw >= 0
+            if not ok:
+                raise AggregationError(f"{site}: meta[{self.weights_key!r}] must be a finite "
+                                       f"number >= 0, got {raw!r}")
+            return float(raw)
+        return weight
+
     # --- one round ------------------------------------------------------------------
     async def _round(self, rnd: int, need: int, fl_ctx: FLContext) -> dict[str, Any]:
-        agg = self._new_aggregator()
-        agg.reset(rnd)
+        spill = None
+        if self.low_memory and self._uses_fold() and self.validation_metric is None:
+            folder = C.workspace(self.engine) / ".cellnet-sent-model"
+            spill = await trio.to_thread.run_sync(SpilledModel, self.model, folder)
+        try:
+            return await self._round_with(rnd, need, fl_ctx, spill)
+        finally:
+            if spill is not None:
+                if self._released:  # the round failed after releasing it
+                    self.model = await trio.to_thread.run_sync(spill.load)
+                    self._released = False
+                await trio.to_thread.run_sync(spill.remove)
+
+    async def _model_back(self, spill: SpilledModel | None) -> None:
+        if spill is not None and self._released:
+            self.model = await trio.to_thread.run_sync(spill.load)
+            self._released = False
+
+    async def _round_with(self, rnd: int, need: int, fl_ctx: FLContext,
+                          spill: SpilledModel | None) -> dict[str, Any]:
+        t_round = time.perf_counter()
+        targets = list(self.clients)
+        regathered: dict[str, str] = {}
+        for _attempt in range(self.max_gather_attempts):
+            await self._model_back(spill)  # a second gather sends the model again
+            g = await self._gather(rnd, need, targets, fl_ctx, t_round, spill)
+            fold = g["fold"]
+            if fold is None or not fold.tainted:
+                break
+            for site in sorted(fold.tainted):
+                regathered[site] = fold.failed.get(site, "cut off when the wait ended")
+            targets = [n for n in targets if n in fold.committed]
+            log.warning("round %d: result(s) of %s broke off after part was folded in place; "
+                        "gathering the round again from %s", rnd, sorted(fold.tainted), targets)
+            if len(targets) < need:
+                raise JobError(f"round {rnd}: {len(targets)} of the {need} results it needs "
+                               f"arrived whole; {C.failure_text(g['results'])}")
+        else:
+            raise JobError(f"round {rnd}: results kept breaking off mid-stream in "
+                           f"{self.max_gather_attempts} attempts: {regathered}")
+        results, count, spent = g["results"], g["count"], g["spent"]
+        if count < need:
+            raise JobError(
+                f"round {rnd}: {count} of the {need} results it needs were accepted "
+                f"(train timeout {self.train_timeout:g} s); {C.failure_text(results)}")
+        t0 = time.perf_counter()
+        try:
+            update = await trio.to_thread.run_sync(g["aggregate"])
+        except AggregationError as exc:
+            raise JobError(f"round {rnd}: aggregation failed: {exc}") from exc
+        if spill is not None and self._released and (
+                update.kind == DataKind.WEIGHT_DIFF or set(update.data) != spill.names):
+            await self._model_back(spill)  # the update needs the model's values
+        sent = self.model
+        self.model = await trio.to_thread.run_sync(C.apply_update, sent, update)
+        self._released = False
+        contributors = g["contributors"]
+        del update, g
+        spent += time.perf_counter() - t0
+        rejected = rejected_of(results)
+        failed = {n: r.rc for n, r in results.items()
+                  if not r.ok and n not in rejected and n not in contributors}
+        failed.update({n: ReturnCode.EXECUTION_RESULT_ERROR for n in regathered})
+        summary: dict[str, Any] = {
+            "round": rnd, "contributors": contributors, "rejected": rejected,
+            "failed": failed,
+            "metrics": C.mean_metrics(self._round_metrics), "in_place": fold is not None,
+            "seconds": time.perf_counter() - t_round, "aggregate_seconds": spent,
+            "answered_after": self._arrived}
+        if regathered:
+            summary["regathered_without"] = regathered
+        await self._select_best(sent, summary["metrics"], rnd)
+        await trio.to_thread.run_sync(self.persistor.save_round, self.model, rnd,
+                                      C.workspace(self.engine))
+        return summary
+
+    async def _gather(self, rnd: int, need: int, targets: list[str], fl_ctx: FLContext,
+                      t_round: float, spill: SpilledModel | None = None) -> dict[str, Any]:
+        """Send the round's task to ``targets`` and fold their results in as they arrive."""
+        meta = {MetaKey.CURRENT_ROUND: rnd, MetaKey.TOTAL_ROUND: self.num_rounds,
+                AppConstants.NUM_ROUNDS: self.num_rounds}
+        task = Task(self.train_task_name, DXO(DataKind.WEIGHTS, self.model, meta),
+                    timeout=self.train_timeout)
+        fold = None
+        if self._uses_fold():
+            fold = ResultFold(task.task_id, RoundAccumulator(self.model), self._fold_weight(rnd))
+        agg = None if fold is not None else self._new_aggregator()
+        if agg is not None:
+            agg.reset(rnd)
         lock = trio.Lock()
         metrics: list[tuple[float, dict[str, Any]]] = []
-        rejected: dict[str, str] = {}
-        spent = [0.0]  # seconds spent folding results in
+        self._round_metrics = metrics
+        self._arrived: dict[str, float] = {}  # seconds from the round's start to each answer
+        spent = [0.0]  # seconds spent folding results in (whole ones)
         total = self.num_rounds - self.start_round
         answered = [0]
-        arrived: dict[str, float] = {}  # seconds from the round's start to each answer
 
         async def received(result: TaskResult) -> TaskResult | None:
             answered[0] += 1
-            arrived[result.client] = round(time.perf_counter() - t_round, 4)
+            self._arrived[result.client] = round(time.perf_counter() - t_round, 4)
             if result.ok and result.dxo is not None:
                 try:
-                    async with lock:
+                    if result.folded is not None:
+                        w = result.folded.weight
+                    elif fold is not None:  # small: arrived whole, fold it here
                         t0 = time.perf_counter()
-                        dxo = await trio.to_thread.run_sync(self._prepare, result.dxo,
-                                                            result.client)
-                        took = await trio.to_thread.run_sync(agg.accept, dxo, result.client)
+                        w = fold.fold_whole(result.client, result.dxo)
                         spent[0] += time.perf_counter() - t0
-                    if not took:
-                        raise AggregationError(
-                            f"result is for round {result.dxo.meta.get(MetaKey.CURRENT_ROUND)}, "
-                            f"not {rnd}")
-                    metrics.append((self._weight(result.dxo), self._metrics(result.dxo)))
+                    else:
+                        w = await self._accept(agg, lock, result, rnd, spent)
+                    metrics.append((w, self._metrics(result.dxo)))
                 except AggregationError as exc:
-                    rejected[result.client] = str(exc)
                     result = TaskResult(result.client, ReturnCode.EXECUTION_RESULT_ERROR, None,
-                                        f"result rejected: {exc}")
+                                        f"{_REJECTED}{exc}")
             await report_progress(self.engine, {
                 "workflow": type(self).__name__, "round": rnd, "rounds_done": len(self.history),
                 "num_rounds": total, "sites_answered": answered[0],
                 "sites_total": len(self.clients), "metrics": self._last_metrics()})
             return result
 
-        meta = {MetaKey.CURRENT_ROUND: rnd, MetaKey.TOTAL_ROUND: self.num_rounds,
-                AppConstants.NUM_ROUNDS: self.num_rounds}
-        task = Task(self.train_task_name, DXO(DataKind.WEIGHTS, self.model, meta),
-                    timeout=self.train_timeout)
-        t_round = time.perf_counter()
         results = await self.broadcast_and_wait(
-            task, min_responses=need, wait_time_after_min_received=self.wait_after_min,
-            fl_ctx=fl_ctx, result_received_cb=received)
-        if agg.count < need:
-            raise JobError(
-                f"round {rnd}: {agg.count} of the {need} results it needs were accepted "
-                f"(train timeout {self.train_timeout:g} s); {C.failure_text(results)}")
-        t0 = time.perf_counter()
-        try:
-            update = await trio.to_thread.run_sync(agg.aggregate)
-        except AggregationError as exc:
-            raise JobError(f"round {rnd}: aggregation failed: {exc}") from exc
-        sent = self.model
-        self.model = await trio.to_thread.run_sync(C.apply_update, sent, update)
-        del update
-        spent[0] += time.perf_counter() - t0
-        summary: dict[str, Any] = {
-            "round": rnd, "contributors": agg.contributors, "rejected": rejected,
-            "failed": {n: r.rc for n, r in results.items() if not r.ok and n not in rejected},
-            "metrics": C.mean_metrics(metrics),
-            "seconds": time.perf_counter() - t_round, "aggregate_seconds": spent[0],
-            "answered_after": arrived}
-        await self._select_best(sent, summary["metrics"], rnd)
-        await trio.to_thread.run_sync(self.persistor.save_round, self.model, rnd,
-                                      C.workspace(self.engine))
-        return summary
+            task, targets, min_responses=min(need, len(targets)),
+            wait_time_after_min_received=self.wait_after_min, fl_ctx=fl_ctx,
+            result_received_cb=received, result_fold=fold,
+            on_data_sent=None if spill is None else functools.partial(self._release, task, spill))
+        if fold is not None:
+            spent[0] += fold.accumulator.seconds
+            meta_out = {"aggregator": "InTimeFedAvg", MetaKey.CURRENT_ROUND: rnd}
+
+            def aggregate() -> DXO:
+                if not fold.committed:
+                    raise AggregationError("no contribution has been accepted this round")
+                return DXO(fold.kind, fold.accumulator.result(),
+                           {**meta_out, "contributors": list(fold.committed)})
+            contributors = list(fold.committed)
+        else:
+            aggregate, contributors = agg.aggregate, agg.contributors
+        return {"fold": fold, "results": results, "count": len(contributors),
+                "spent": spent[0], "aggregate": aggregate, "contributors": contributors}
+
+    def _release(self, task: Task, spill: SpilledModel) -> None:
+        """Every site has the model: drop it (spilled) while the results arrive."""
+        task.data.data.clear()
+        self.model = spill.skeleton()
+        self._released = True
+
+    async def _accept(self, agg: Any, lock: trio.Lock, result: TaskResult, rnd: int,
+                      spent: list[float]) -> float:
+        """Fold a whole result into ``agg`` (in a thread); its weight."""
+        async with lock:
+            t0 = time.perf_counter()
+            dxo = await trio.to_thread.run_sync(self._prepare, result.dxo, result.client)
+            took = await trio.to_thread.run_sync(agg.accept, dxo, result.client)
+            spent[0] += time.perf_counter() - t0
+        if not took:
+            raise AggregationError(
+                f"result is for round {result.dxo.meta.get(MetaKey.CURRENT_ROUND)}, not {rnd}")
+        return self._weight(result.dxo)
 
     def _last_metrics(self) -> dict[str, float]:
         return dict(self.history[-1]["metrics"]) if self.history else {}

@@ -25,6 +25,7 @@ class Engine:
     app_dir: Path
     clients: list = field(default_factory=list)
     job_id: str = JOB
+    cells: dict = field(default_factory=dict)  # every cell of the federation, by FQCN
 
 
 class AddExecutor(Executor):
@@ -60,17 +61,25 @@ class AddExecutor(Executor):
 
 
 @contextlib.asynccontextmanager
-async def job_cells(app_dir: Path, executors: dict[str, dict[str, Executor]]):
+async def job_cells(app_dir: Path, executors: dict[str, dict[str, Executor]],
+                    link_config=None):
     """Yield ``engine`` of the server job cell; sites named by ``executors``' keys."""
     table = SessionTable("proj")
     sessions = {s: table.login(s) for s in executors}
+    cells = {}
+
+    async def cell(fqcn, parent=None):
+        cells[fqcn] = await stack.enter_async_context(
+            Cell(fqcn, parent=parent, link_config=link_config))
+        return cells[fqcn]
+
     async with contextlib.AsyncExitStack() as stack:
-        server_job = await stack.enter_async_context(Cell(f"server.{JOB}", parent="server"))
-        server = await stack.enter_async_context(Cell("server"))
+        server_job = await cell(f"server.{JOB}", parent="server")
+        server = await cell("server")
         await connect_in_process(server, server_job)
         for name, session in sessions.items():
-            site = await stack.enter_async_context(Cell(name, parent="server"))
-            job = await stack.enter_async_context(Cell(f"{name}.{JOB}", parent=name))
+            site = await cell(name, parent="server")
+            job = await cell(f"{name}.{JOB}", parent=name)
             await connect_in_process(server, site)
             await connect_in_process(site, job)
             check = SessionCheck("proj", table.ssid, {"server": None}, JOB)
@@ -78,7 +87,7 @@ async def job_cells(app_dir: Path, executors: dict[str, dict[str, Executor]]):
             runner.register()
         app_dir.mkdir(parents=True, exist_ok=True)
         yield Engine(server_job, table.server_session(), table.checker(None, JOB), app_dir,
-                     list(executors))
+                     list(executors), cells=cells)
 
 
 async def run_flow(flow, engine):
