@@ -7,7 +7,7 @@ from cellnet.fl.aggregators import (
     TrimmedMean,
     make_aggregator,
 )
-from cellnet.fl.dxo import DXO, DataKind
+from cellnet.fl.dxo import DXO, DataKind, DXOPayload
 from cellnet.fl.filters import (
     Dequantize,
     ExcludeVars,
@@ -46,6 +46,7 @@ __all__ = [
     "Action",
     "Aggregator",
     "CoordinateMedian",
+    "DXOPayload",
     "DataKind",
     "Decision",
     "Dequantize",

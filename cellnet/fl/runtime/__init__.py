@@ -6,6 +6,12 @@ from cellnet.fl.runtime.context import FLContext, peer_context_from_headers
 from cellnet.fl.runtime.controller import Controller, ResultCallback, Task, TaskResult
 from cellnet.fl.runtime.events import EventBus, EventType
 from cellnet.fl.runtime.executor import Executor, ExecutorRunner, Signal, TaskUnsupportedError
+from cellnet.fl.runtime.inplace import (
+    InPlaceResults,
+    ResultFold,
+    RoundAccumulator,
+    in_place_results,
+)
 from cellnet.fl.runtime.messenger import JobCellMessenger
 from cellnet.fl.runtime.server_runner import ServerRunner, peer_identity
 from cellnet.fl.runtime.session import Session, SessionCheck, SessionTable
@@ -26,9 +32,12 @@ __all__ = [
     "ExecutorRunner",
     "FLContext",
     "FilterStage",
+    "InPlaceResults",
     "JobCellMessenger",
     "JobClient",
     "ResultCallback",
+    "ResultFold",
+    "RoundAccumulator",
     "ServerRunner",
     "Session",
     "SessionCheck",
@@ -41,6 +50,7 @@ __all__ = [
     "TaskResult",
     "TaskUnsupportedError",
     "TrainingProcessError",
+    "in_place_results",
     "load_task_filters",
     "peer_context_from_headers",
     "peer_identity",
