@@ -21,7 +21,9 @@ metadata, which precedes its data.  A result stream that breaks after
 folding part of its update leaves that part in the sum, so the round is
 gathered again from the sites whose results arrived whole (at most
 ``max_gather_attempts`` times) -- the average never holds a partial result.
-With ``low_memory`` (in-place rounds without best-model selection) the
+With ``low_memory`` (in-place rounds without best-model selection; the
+default ``"auto"`` turns it on for models of ``LOW_MEMORY_AUTO_BYTES``, 256 MiB,
+and more) the
 global model is spilled to the job workspace before it is sent and released
 once every site has it, so the server holds little more than the running
 sum while it waits; it is read back only when needed (a second gather, a
@@ -68,6 +70,9 @@ from cellnet.native import aggregate as native_agg
 
 __all__ = ["AGGREGATORS", "ScatterAndGather"]
 
+#: ``low_memory="auto"`` spills the sent model of rounds whose model is at least this big.
+LOW_MEMORY_AUTO_BYTES = 256 << 20
+
 AGGREGATORS = ("fedavg", "median", "trimmed_mean")
 log = logging.getLogger("cellnet.fl.scatter_gather")
 _REJECTED = "result rejected: "
@@ -90,7 +95,7 @@ class ScatterAndGather(Controller):
                  weights_key: str = MetaKey.NUM_STEPS_CURRENT_ROUND,
                  validation_metric: str | None = None, metric_mode: str = "max",
                  in_place: bool = True, max_gather_attempts: int = 3,
-                 low_memory: bool = False) -> None:
+                 low_memory: bool | str = "auto") -> None:
         self.num_rounds = C.check_int(num_rounds, "num_rounds", 1)
         self.start_round = C.check_int(start_round, "start_round", 0)
         if self.start_round >= self.num_rounds:
@@ -116,8 +121,8 @@ class ScatterAndGather(Controller):
         if not isinstance(in_place, bool):
             raise JobError(f"in_place must be true or false, got {in_place!r}")
         self.in_place = in_place
-        if not isinstance(low_memory, bool):
-            raise JobError(f"low_memory must be true or false, got {low_memory!r}")
+        if not (isinstance(low_memory, bool) or low_memory == "auto"):
+            raise JobError(f"low_memory must be true, false or \"auto\", got {low_memory!r}")
         self.low_memory = low_memory
         self._released = False
         self.max_gather_attempts = C.check_int(max_gather_attempts, "max_gather_attempts", 1)
@@ -197,7 +202,10 @@ class ScatterAndGather(Controller):
     # --- one round ------------------------------------------------------------------
     async def _round(self, rnd: int, need: int, fl_ctx: FLContext) -> dict[str, Any]:
         spill = None
-        if self.low_memory and self._uses_fold() and self.validation_metric is None:
+        lean = self.low_memory is True or (
+            self.low_memory == "auto"
+            and sum(a.nbytes for a in self.model.values()) >= LOW_MEMORY_AUTO_BYTES)
+        if lean and self._uses_fold() and self.validation_metric is None:
             folder = C.workspace(self.engine) / ".cellnet-sent-model"
             spill = await trio.to_thread.run_sync(SpilledModel, self.model, folder)
         try:

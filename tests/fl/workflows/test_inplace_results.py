@@ -219,3 +219,20 @@ async def test_low_memory_releases_the_sent_model_and_gives_the_same_model(tmp_p
     assert not (tmp_path / "job" / ".cellnet-sent-model").exists()
     for name, a in MODEL.items():
         np.testing.assert_array_equal(model[name], a + 2 * (1 * 1 + 3 * 4) / 4)
+
+
+@pytest.mark.parametrize("big", [False, True])
+async def test_low_memory_auto_spills_only_big_models(tmp_path, monkeypatch, big):
+    import cellnet.fl.workflows.scatter_gather as sg
+
+    size = sum(a.nbytes for a in MODEL.values())
+    monkeypatch.setattr(sg, "LOW_MEMORY_AUTO_BYTES", size if big else size + 1)
+    released = []
+    real = ScatterAndGather._release
+    monkeypatch.setattr(ScatterAndGather, "_release",
+                        lambda self, task, spill: released.append(1) or real(self, task, spill))
+    sites = _sites(**{"site-1": AddExecutor(add=1.0), "site-2": AddExecutor(add=4.0, steps=3)})
+    _, model = await _run(tmp_path, True, sites, num_rounds=1)  # low_memory="auto"
+    assert bool(released) is big
+    for name, a in MODEL.items():
+        np.testing.assert_array_equal(model[name], a + (1 * 1 + 3 * 4) / 4)
