@@ -62,6 +62,9 @@ from cellnet.transport._tls_helpers import _auth_failure, _byte_view, _Conflict
 
 __all__ = ["TLSStream"]
 
+#: Longest a read waits, shielded, to send the TLS answer (e.g. KeyUpdate) it produced.
+_FLUSH_AFTER_READ_S = 10.0
+
 MiB = 1 << 20
 READ_SIZE = 1 * MiB
 WRITE_SIZE = 512 * 1024
@@ -359,9 +362,14 @@ class TLSStream(trio.abc.Stream):
         return await self._receive_into(view, checkpointed=False)
 
     async def _receive_into(self, view: memoryview, *, checkpointed: bool) -> int:
+        """Cancel-safe: a cancellation can only land before any byte is taken from the stream
+        (``checkpoint_if_cancelled`` first, or the transport wait); once bytes are decrypted
+        into ``view`` the call completes (its schedule point is shielded)."""
         with self._recv_conflict:
             self._check()
             await self._ensure_handshake()
+            if not checkpointed:
+                await trio.lowlevel.checkpoint_if_cancelled()  # cancelled: nothing consumed
             while True:
                 if self._eof:
                     n = 0
@@ -375,10 +383,13 @@ class TLSStream(trio.abc.Stream):
                     raise trio.BrokenResourceError("the peer closed the connection mid-stream")
                 await self._read_transport()
                 checkpointed = True
+            # bytes are in ``view`` now: nothing below may be cancelled, or they would be lost
             if self._outgoing.pending and not self._send_lock.locked():
-                await self._flush()  # e.g. a key-update answer produced by reading
+                with trio.CancelScope(shield=True) as shield:  # a key-update answer produced
+                    shield.deadline = trio.current_time() + _FLUSH_AFTER_READ_S  # by reading
+                    await self._flush()
             if not checkpointed:
-                await trio.lowlevel.checkpoint()
+                await trio.lowlevel.cancel_shielded_checkpoint()
             return n
 
     async def receive_some(self, max_bytes: int | None = None) -> bytearray:

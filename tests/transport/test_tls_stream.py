@@ -228,3 +228,24 @@ async def test_bad_sizes_are_refused(client_ctx):
     async with c, s:
         with pytest.raises(ValueError, match="read_size"):
             TLSStream(c, client_ctx, read_size=0)
+
+
+@pytest.mark.parametrize("api", ["receive_some", "receive_into"])
+async def test_a_cancelled_receive_loses_no_buffered_bytes(server_ctx, client_ctx, api):
+    with trio.fail_after(10):
+        client, server = await tls_pair(server_ctx, client_ctx)
+        await client.send_all(b"0123456789" * 10)
+        first = await server.receive_some(10)  # the rest stays buffered in the TLS engine
+        assert first == b"0123456789"
+        for _ in range(3):  # cancelled before the call: nothing may be taken
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                if api == "receive_some":
+                    await server.receive_some(10)
+                else:
+                    await server.receive_into(bytearray(10))
+            assert scope.cancelled_caught
+        rest = await receive_exactly(server, 90)
+        assert first + rest == b"0123456789" * 10
+        await client.aclose()
+        await server.aclose()
