@@ -388,14 +388,17 @@ class Delivery(Serving):
         """
         dest = reply.headers.get(_DESTINATION)
         link = self._links.get(dest) if type(dest) is str else None
-        if link is None or link.closed or is_large(link, reply.payload):
+        if link is None or link.closed:
+            return False
+        nbytes = payload_nbytes(reply.payload)  # once: decides streaming and feeds the stats
+        if nbytes > link.config.stream_threshold:
             return False
         if segments is None:
             reply.headers[_HOP_COUNT] = 0
             segments = encode_message(reply, limits=self._limits)
         if not link.send_nowait(segments):
             return False
-        self._stats.message_out(reply.headers.get(_CHANNEL), payload_nbytes(reply.payload))
+        self._stats.message_out(reply.headers.get(_CHANNEL), nbytes)
         return True
 
     async def _reply(

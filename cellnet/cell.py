@@ -46,7 +46,7 @@ import trio.testing
 from cellnet import fqcn as _fqcn
 from cellnet._delivery import Delivery, _as_message, _Batch, _name
 from cellnet._stream_cell import StreamEndpoints
-from cellnet._streaming import LinkStreams, is_large
+from cellnet._streaming import LinkStreams
 from cellnet.defs import CellReturnCode
 from cellnet.errors import (
     LimitExceededError,
@@ -284,15 +284,15 @@ class Cell(StreamEndpoints, Delivery):
         link = self._links.get(hop)
         if link is None:
             raise LinkClosedError(f"no link to {hop}")
-        if is_large(link, msg.payload):  # a stream of chunks (see cellnet._streaming)
+        nbytes = payload_nbytes(msg.payload)  # once: decides streaming and feeds the stats
+        if nbytes > link.config.stream_threshold:  # a stream of chunks (see cellnet._streaming)
             await link.streams.send(msg, timeout)  # type: ignore[union-attr]
-            self._stats.message_out(msg.channel, payload_nbytes(msg.payload))
-            return
-        if segments is None:
-            segments = encode_message(msg, limits=self._limits)
-        if not (urgent and link.write_now(segments)):
-            await link.send(segments, timeout=timeout)
-        self._stats.message_out(msg.channel, payload_nbytes(msg.payload))
+        else:
+            if segments is None:
+                segments = encode_message(msg, limits=self._limits)
+            if not (urgent and link.write_now(segments)):
+                await link.send(segments, timeout=timeout)
+        self._stats.message_out(msg.channel, nbytes)
 
     async def _request_timer(self) -> None:
         """Wake the requests whose timeout passed: one task and one cancel scope for all
