@@ -47,7 +47,7 @@ _COMM = CellReturnCode.COMM_ERROR.value
 _BATCH_ITEM_OVERHEAD = 96  # rough CBOR bytes of one batched message's headers
 _MSG_TYPE, _CHANNEL, _TOPIC = K.MSG_TYPE.value, K.CHANNEL.value, K.TOPIC.value
 _DESTINATION, _HOP_COUNT = K.DESTINATION.value, K.HOP_COUNT.value
-_ORIGIN, _OPTIONAL = K.ORIGIN.value, K.OPTIONAL.value
+_ORIGIN, _OPTIONAL, _FROM_CELL = K.ORIGIN.value, K.OPTIONAL.value, K.FROM_CELL.value
 _REQUEST, _REPLY = MessageType.REQUEST.value, MessageType.REPLY.value
 _FNF = MessageType.FIRE_AND_FORGET.value
 
@@ -220,7 +220,7 @@ class Delivery(Serving):
             headers = frame.headers
             if link.origin_site is not None:
                 self._check_origin(link, headers)
-            dest = headers.get(K.DESTINATION.value)
+            dest = headers.get(_DESTINATION)
             if dest == self.fqcn:
                 await self._accept(decode_message(frame))
             else:
@@ -333,8 +333,8 @@ class Delivery(Serving):
 
     async def _relay(self, headers: dict, frame: Frame | None, msg: Message | None) -> None:
         """Forward a message for another cell: the frame's payload travels undecoded."""
-        dest = headers.get(K.DESTINATION.value)
-        hops = headers.get(K.HOP_COUNT.value, 0)
+        dest = headers.get(_DESTINATION)
+        hops = headers.get(_HOP_COUNT, 0)
         if type(hops) is not int or hops < 0:
             raise RemoteProtocolError(f"bad hop count {hops!r}")
         try:
@@ -350,12 +350,12 @@ class Delivery(Serving):
             )
             return
         if hop is None or hop == self.fqcn:
-            if not headers.get(K.OPTIONAL.value):
+            if not headers.get(_OPTIONAL):
                 self._stats.error("no_route")
             await self._bounce(headers, Reason.NO_ROUTE, f"{self.fqcn} has no route to {dest}")
             return
-        headers[K.HOP_COUNT.value] = hops + 1
-        headers[K.FROM_CELL.value] = self.fqcn
+        headers[_HOP_COUNT] = hops + 1
+        headers[_FROM_CELL] = self.fqcn
         self._stats.forwarded += 1
         try:
             if frame is None:
@@ -376,7 +376,7 @@ class Delivery(Serving):
 
     async def _bounce(self, headers: dict, reason: str, error: str) -> None:
         """Answer an undeliverable request with a ``comm_error`` reply (other kinds are dropped)."""
-        if headers.get(K.MSG_TYPE.value) != MessageType.REQUEST or K.ORIGIN.value not in headers:
+        if headers.get(_MSG_TYPE) != _REQUEST or _ORIGIN not in headers:
             return
         request = Message._from_wire(headers, None)
         await self._reply(error_reply(request, _COMM, reason, error))
