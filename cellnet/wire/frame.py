@@ -196,17 +196,19 @@ def encode_headers(headers: Mapping[str, Any] | None) -> bytes:
         raise LocalProtocolError(f"headers are not CBOR-serialisable: {exc}") from exc
 
 
+def _payload_views(payload: Any) -> list:
+    """The payload (None, one buffer or a list of them) as its non-empty byte views."""
+    if payload is None:
+        return []
+    items = payload if isinstance(payload, list | tuple) else [payload]
+    return [seg for seg in map(as_byte_view, items) if seg.nbytes]
+
+
 def _payload_parts(payload: Any) -> tuple[list, Any, int, int]:
     """``(segments, last segment for the native CRC call, its length, CRC of the others)``."""
-    if payload is None:
-        return [], _NULL, 0, 0
     if type(payload) is bytes:  # cffi takes bytes as they are: no view, no from_buffer
         return ([payload], payload, len(payload), 0) if payload else ([], _NULL, 0, 0)
-    if isinstance(payload, list | tuple):
-        segments = [seg for seg in map(as_byte_view, payload) if seg.nbytes]
-    else:
-        view = as_byte_view(payload)
-        segments = [view] if view.nbytes else []
+    segments = _payload_views(payload)
     if not segments:
         return segments, _NULL, 0, 0
     crc = 0
@@ -214,13 +216,6 @@ def _payload_parts(payload: Any) -> tuple[list, Any, int, int]:
         crc = crc32c(seg, crc)
     last = segments[-1]
     return segments, _from_buffer(last), last.nbytes, crc
-
-
-def _payload_views(payload: Any) -> list:
-    if payload is None:
-        return []
-    items = payload if isinstance(payload, list | tuple) else [payload]
-    return [seg for seg in map(as_byte_view, items) if seg.nbytes]
 
 
 def encode_frame(
