@@ -100,6 +100,19 @@ def reset_frame(sid: int, code: str, reason: str) -> OutFrame:
     return OutFrame(FrameType.STREAM_RESET, {K_ID: sid, K_CODE: code, K_REASON: reason})
 
 
+def open_frame(sid: int, size: int, chunk: int, credit: int, payload_crc: int | None,
+               msg: Mapping[str, Any] | None, tensor_pack: bool) -> OutFrame:
+    """A STREAM_OPEN frame (the optional CRC, message headers and pack flag only when set)."""
+    h: dict[str, Any] = {K_ID: sid, K_SIZE: size, K_CHUNK: chunk, K_CREDIT: credit}
+    if payload_crc is not None:
+        h[K_CRC] = payload_crc
+    if msg:
+        h[K_MSG] = msg
+    if tensor_pack:
+        h[K_PACK] = True
+    return OutFrame(FrameType.STREAM_OPEN, h)
+
+
 def credit_frame(sid: int, upto: int) -> OutFrame:
     """A STREAM_CREDIT frame letting the sender go up to byte offset ``upto``."""
     return OutFrame(FrameType.STREAM_CREDIT, {K_ID: sid, K_UPTO: upto})

@@ -20,19 +20,15 @@ from typing import TYPE_CHECKING, Any
 from cellnet.native import crc32c
 from cellnet.stream._errors import StreamCancelledError, StreamError, StreamResetError
 from cellnet.stream._proto import (
-    K_CHUNK,
     K_CRC,
-    K_CREDIT,
     K_ID,
-    K_MSG,
     K_OFF,
-    K_PACK,
-    K_SIZE,
     K_UPTO,
     MAX_SIZE,
     RESET_ABORTED,
     OutFrame,
     int_header,
+    open_frame,
     reset_frame,
     reset_text,
 )
@@ -136,18 +132,11 @@ class StreamRelay(Sink):
             return frame
         if not self.ready():
             return None
-        info = self._info
         if not self._opened:
             self._opened = True
-            h: dict[str, Any] = {K_ID: self.stream_id, K_SIZE: info.size,
-                                 K_CHUNK: info.chunk_size, K_CREDIT: self._upto}
-            if info.payload_crc is not None:
-                h[K_CRC] = info.payload_crc
-            if info.headers:
-                h[K_MSG] = info.headers
-            if info.tensor_pack:
-                h[K_PACK] = True
-            return OutFrame(FrameType.STREAM_OPEN, h)
+            info = self._info
+            return open_frame(self.stream_id, info.size, info.chunk_size, self._upto,
+                              info.payload_crc, info.headers, info.tensor_pack)
         if self._queue:
             off, crc, view = self._queue.popleft()
             self._sent += view.nbytes

@@ -30,14 +30,9 @@ from cellnet.stream._errors import (
 from cellnet.stream._proto import (
     DEFAULT_CHUNK,
     DEFAULT_WINDOW_CHUNKS,
-    K_CHUNK,
     K_CRC,
-    K_CREDIT,
     K_ID,
-    K_MSG,
     K_OFF,
-    K_PACK,
-    K_SIZE,
     K_UPTO,
     MAX_ID,
     MAX_SIZE,
@@ -45,6 +40,7 @@ from cellnet.stream._proto import (
     RESET_CORRUPT,
     OutFrame,
     int_header,
+    open_frame,
     reset_frame,
     reset_text,
 )
@@ -165,15 +161,8 @@ class StreamSender:
         return self._data(min(self.chunk_size, self.total_size - self._sent))
 
     def _open(self) -> OutFrame:
-        h: dict[str, Any] = {K_ID: self.stream_id, K_SIZE: self.total_size,
-                             K_CHUNK: self.chunk_size, K_CREDIT: self.initial_credit}
-        if self._declared_crc is not None:
-            h[K_CRC] = self._declared_crc
-        if self._msg:
-            h[K_MSG] = self._msg
-        if self._pack:
-            h[K_PACK] = True
-        return OutFrame(FrameType.STREAM_OPEN, h)
+        return open_frame(self.stream_id, self.total_size, self.chunk_size, self.initial_credit,
+                          self._declared_crc, self._msg, self._pack)
 
     def _take(self, n: int) -> tuple[memoryview, ...]:
         pieces = []
