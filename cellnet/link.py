@@ -182,7 +182,9 @@ class Link:
     def send_nowait(self, segments: list) -> bool:
         """Queue a frame if it fits now and nobody waits before it; False otherwise."""
         self._check_open()
-        nbytes = sum(len(s) for s in segments)
+        return self._enqueue_nowait(segments, sum(len(s) for s in segments))
+
+    def _enqueue_nowait(self, segments: list, nbytes: int) -> bool:
         if self._fifo.locked() or not self._fits(nbytes):
             return False
         self._enqueue(segments, nbytes)
@@ -267,9 +269,10 @@ class Link:
         :class:`LinkClosedError` if the link is or becomes closed.  The
         segments must not change until written.
         """
-        if self.send_nowait(segments):
-            return
+        self._check_open()
         nbytes = sum(len(s) for s in segments)
+        if self._enqueue_nowait(segments, nbytes):
+            return
         with trio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
             async with self._fifo:
                 while not self._fits(nbytes):
