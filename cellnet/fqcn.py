@@ -67,6 +67,17 @@ def _describe_char(ch: str) -> str:
     return f"character {ch!r}"
 
 
+def _bad_char(text: str, label: str, allowed: str) -> FQCNError | None:
+    """The error for the first disallowed character in ``text``, or None if there is none."""
+    bad = _BAD_CHAR_RE.search(text)
+    if bad is None:
+        return None
+    return FQCNError(
+        f"{label}: {_describe_char(bad.group())} at index {bad.start()} is not "
+        f"allowed (only {allowed})"
+    )
+
+
 def _diagnose(fqcn: str) -> FQCNError:
     """Explain precisely why ``fqcn`` (which failed the fast check) is invalid."""
     shown = _show(fqcn)
@@ -76,12 +87,9 @@ def _diagnose(fqcn: str) -> FQCNError:
         return FQCNError(
             f"FQCN {shown} is {len(fqcn)} characters long; the limit is {MAX_FQCN_LEN}"
         )
-    bad = _BAD_CHAR_RE.search(fqcn)
+    bad = _bad_char(fqcn, f"FQCN {shown}", f"{_ALLOWED}, parts joined by '.'")
     if bad is not None:
-        return FQCNError(
-            f"FQCN {shown}: {_describe_char(bad.group())} at index {bad.start()} is not "
-            f"allowed (only {_ALLOWED}, parts joined by '.')"
-        )
+        return bad
     parts = fqcn.split(SEPARATOR)
     offset = 0
     for i, part in enumerate(parts):
@@ -125,12 +133,9 @@ def validate_part(name: str) -> str:
     shown = _show(name)
     if not name:
         raise FQCNError("FQCN part is empty")
-    bad = _BAD_CHAR_RE.search(name)
+    bad = _bad_char(name, f"FQCN part {shown}", _ALLOWED)
     if bad is not None:
-        raise FQCNError(
-            f"FQCN part {shown}: {_describe_char(bad.group())} at index {bad.start()} is "
-            f"not allowed (only {_ALLOWED})"
-        )
+        raise bad
     sep = name.find(SEPARATOR)
     if sep >= 0:
         raise FQCNError(

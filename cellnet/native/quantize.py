@@ -46,8 +46,12 @@ def convert(x: np.ndarray, dtype) -> np.ndarray:
     dc = to_cn(dtype)
     if dc not in _FLOATS:
         raise DTypeError(f"target dtype must be a float dtype, got {np.dtype(dtype)}")
+    return _convert(src, sc, dc, "convert")
+
+
+def _convert(src: np.ndarray, sc: int, dc: int, what: str) -> np.ndarray:
     out = np.empty(src.shape, from_cn(dc))
-    check(lib.cn_convert(_ptr(src), sc, _ptr(out), dc, src.size), "convert")
+    check(lib.cn_convert(_ptr(src), sc, _ptr(out), dc, src.size), what)
     return out
 
 
@@ -58,10 +62,7 @@ def to_float16(x: np.ndarray) -> np.ndarray:
 
 def to_bfloat16(x: np.ndarray) -> np.ndarray:
     """``x`` as bfloat16 (``ml_dtypes.bfloat16``, or raw uint16 bits without it)."""
-    src, sc = _float_array(x)
-    out = np.empty(src.shape, from_cn(lib.CN_BF16))
-    check(lib.cn_convert(_ptr(src), sc, _ptr(out), lib.CN_BF16, src.size), "to_bfloat16")
-    return out
+    return _convert(*_float_array(x), lib.CN_BF16, "to_bfloat16")
 
 
 def to_float32(x: np.ndarray) -> np.ndarray:

@@ -201,7 +201,8 @@ int cn_pack_open(const void *buf, uint64_t len, const cn_pack_limits *limits,
 
 /* Validate the head (structure only, no limits) and copy the entry table
  * into out[0..n) (n >= n_tensors, else CN_E_NOSPACE).  Needs only the head
- * (len >= head_len); unused shape slots are zero. */
+ * (len >= head_len); unused shape slots are zero.  On an error the contents
+ * of out[] are unspecified. */
 int cn_pack_entries(const void *buf, uint64_t len, cn_pack_entry *out, size_t n);
 
 /* Validate the head and check the data CRC of tensor i (i < 0: every

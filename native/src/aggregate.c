@@ -8,7 +8,7 @@
  * loaded, widened (f16 via F16C, bf16 by a shift) and FMA'd in.  With
  * k <= GROUP the accumulator is read and written once per call.  Three
  * builds of the same kernel exist (AVX-512, AVX2+FMA+F16C, portable C),
- * chosen at run time from cn__cpu_active(). */
+ * chosen at run time by cn__float_level(). */
 #include <math.h>
 
 #include "floatk.h"
@@ -194,16 +194,16 @@ DEF_DIV(div_f64_avx2, T256, double)
 
 static void div_same(const void *a, int dtype, double tw, void *o, size_t n) {
 #if defined(CN_X86)
-    unsigned f = cn__cpu_active();
-    if (f & CN_CPU_AVX512F) {
+    switch (cn__float_level()) { /* the same level check as every other float kernel */
+    case CN__LVL_AVX512:
         if (dtype == CN_F32) div_f32_avx512(a, (float)tw, o, n);
         else div_f64_avx512(a, tw, o, n);
         return;
-    }
-    if (f & CN_CPU_AVX2) {
+    case CN__LVL_AVX2:
         if (dtype == CN_F32) div_f32_avx2(a, (float)tw, o, n);
         else div_f64_avx2(a, tw, o, n);
         return;
+    default: break;
     }
 #endif
     if (dtype == CN_F32) div_f32(a, (float)tw, o, n);

@@ -193,13 +193,20 @@ int cn_pack_open(const void *buf, uint64_t len, const cn_pack_limits *limits,
 }
 
 int cn_pack_entries(const void *buf, uint64_t len, cn_pack_entry *out, size_t n) {
+    const unsigned char *b = (const unsigned char *)buf;
     cn_pack_info info;
-    int st = parse((const unsigned char *)buf, len, &NO_LIMITS, &info, NULL);
+    /* The usual call (out sized from cn_pack_open) needs one pass over the
+     * head, filling out[] as it validates; on an error out[] is unspecified. */
+    if (out && b && len >= HDR_LEN && rd(b + 8, 4) <= n) {
+        int st = parse(b, len, &NO_LIMITS, &info, out);
+        return st < 0 ? st : CN_OK;
+    }
+    /* Otherwise validate first, so a malformed head reports its own error. */
+    int st = parse(b, len, &NO_LIMITS, &info, NULL);
     if (st < 0) return st;
     if (!out && info.n_tensors) return CN_E_INVAL;
     if (n < info.n_tensors) return CN_E_NOSPACE;
-    st = parse((const unsigned char *)buf, len, &NO_LIMITS, &info, out);
-    return st < 0 ? st : CN_OK;
+    return CN_OK; /* no entries to copy */
 }
 
 int cn_pack_verify(const void *buf, uint64_t len, int64_t i) {

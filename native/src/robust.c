@@ -107,7 +107,6 @@ static int robust(const void *const *xs, int x_dtype, size_t k, size_t lo, size_
 
 int cn_agg_median(const void *const *xs, int x_dtype, size_t k, uint64_t n, void *out,
                   int out_dtype) {
-    if (k == 0) return cn__is_float(x_dtype) && cn__is_float(out_dtype) ? CN_E_INVAL : CN_E_DTYPE;
     return robust(xs, x_dtype, k, (k - 1) / 2, k / 2, n, out, out_dtype);
 }
 

@@ -174,6 +174,25 @@ def test_finalize_is_bit_exact_with_numpy(impl, ad, od):
     np.testing.assert_array_equal(got.view(np.uint8), ref.view(np.uint8))
 
 
+@pytest.mark.parametrize("mask_name", ["avx512f-only", "avx2-only", "avx2+fma+f16c"])
+@pytest.mark.parametrize("ad", ACC_DTYPES, ids=str)
+def test_finalize_same_dtype_under_partial_cpu_masks(mask_name, ad):
+    """The same-dtype division dispatches on the shared float level like every other kernel."""
+    mask = {"avx512f-only": lib.CN_CPU_AVX512F, "avx2-only": lib.CN_CPU_AVX2,
+            "avx2+fma+f16c": lib.CN_CPU_AVX2 | lib.CN_CPU_FMA | lib.CN_CPU_F16C}[mask_name]
+    rng = np.random.default_rng(5)
+    acc = _data(rng, 1037, ad, scale=1e3)
+    ref = acc / ad.type(3.7)
+    prev = lib.cn_cpu_set_mask(mask)
+    try:
+        got = agg.finalize(acc, 3.7)
+        agg.finalize(acc, 3.7, out=acc)
+    finally:
+        lib.cn_cpu_set_mask(prev)
+    np.testing.assert_array_equal(got.view(np.uint8), ref.view(np.uint8))
+    np.testing.assert_array_equal(acc.view(np.uint8), ref.view(np.uint8))
+
+
 def test_finalize_in_place_and_narrowing_in_place(impl):
     acc = np.arange(3000, dtype=np.float32)
     ref = acc / np.float32(4.0)

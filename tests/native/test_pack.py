@@ -383,3 +383,32 @@ def test_segments_reference_the_arrays():
     assert np.shares_memory(np.frombuffer(segs[1], np.float32), t["a"])
     assert all(len(s) for s in segs)
     assert isinstance(decode(b"".join(segs)), TensorPack)
+
+
+def test_native_entries_capacity_and_errors(packed):
+    """cn_pack_entries: exact or spare room fills the table; too little, or NULL, is refused
+    only after the head validates; a corrupt head reports its own error whatever the room."""
+    buf = ffi.from_buffer(packed)
+    info = ffi.new("cn_pack_info *")
+    assert lib.cn_pack_open(buf, len(buf), ffi.NULL, info) == lib.CN_OK
+    n = info.n_tensors
+    assert n > 1
+    exact = ffi.new("cn_pack_entry[]", n)
+    spare = ffi.new("cn_pack_entry[]", n + 3)
+    assert lib.cn_pack_entries(buf, len(buf), exact, n) == lib.CN_OK
+    assert lib.cn_pack_entries(buf, len(buf), spare, n + 3) == lib.CN_OK
+    for i in range(n):
+        assert ffi.buffer(ffi.addressof(exact[i]))[:] == ffi.buffer(ffi.addressof(spare[i]))[:]
+    small = ffi.new("cn_pack_entry[]", n - 1)
+    assert lib.cn_pack_entries(buf, len(buf), small, n - 1) == lib.CN_E_NOSPACE
+    assert lib.cn_pack_entries(buf, len(buf), ffi.NULL, 0) == lib.CN_E_INVAL
+    assert lib.cn_pack_entries(buf, 10, exact, n) == lib.CN_E_TRUNCATED
+    bad = bytearray(packed)
+    bad[HDR.size] ^= 0x01  # first entry byte: covered by the head CRC
+    bbuf = ffi.from_buffer(bad)
+    for out, cap in ((exact, n), (small, n - 1), (ffi.NULL, 0)):
+        assert lib.cn_pack_entries(bbuf, len(bbuf), out, cap) == lib.CN_E_CHECKSUM
+    empty = bytes(encode({}))
+    ebuf = ffi.from_buffer(empty)
+    assert lib.cn_pack_entries(ebuf, len(ebuf), ffi.NULL, 0) == lib.CN_OK
+    assert lib.cn_pack_entries(ebuf, len(ebuf), exact, n) == lib.CN_OK
