@@ -68,6 +68,7 @@ async def _run(job: pathlib.Path, n_sites: int, root: pathlib.Path, timeout: flo
     from cellnet.node import CellNode
     from cellnet.security.local import provision_local
     from cellnet.transport import Backoff
+    from cellnet.workspace import Workspace
 
     sites = [f"site-{i}" for i in range(1, n_sites + 1)]
     kits = provision_local(root / "project", "simulate", sites)
@@ -110,7 +111,8 @@ async def _run(job: pathlib.Path, n_sites: int, root: pathlib.Path, timeout: flo
             _show_results(results)
             _show_model(results)
     _say(f"workspace: {root}")
-    _say(f"logs: {root / 'log.txt'} (audit: {root / 'audit.log'})")
+    ws = Workspace(root)
+    _say(f"logs: {ws.log_path} (audit: {ws.audit_path})")
     return 0 if status == RunStatus.FINISHED_COMPLETED else 1
 
 
@@ -299,15 +301,14 @@ def simulate_main(argv: Sequence[str] | None = None) -> int:
     from cellnet.workspace import Workspace
 
     ws = Workspace(root)
-    ws.create()
-    with ws.open_logs():
+    with ws.open_logs():  # creates the folder
         try:
             return trio.run(_run, job.resolve(), args.sites, root, args.timeout, resources)
         except BaseException as group:
             exc = unwrap_group(group)
             if isinstance(exc, trio.TooSlowError):
                 print(f"cellnet simulate: the job did not end within {args.timeout:g} s; "
-                      f"logs in {root / 'log.txt'}", file=sys.stderr)
+                      f"logs in {ws.log_path}", file=sys.stderr)
                 return 1
             if isinstance(exc, CellnetError):
                 print(f"cellnet simulate: {type(exc).__name__}: {exc}", file=sys.stderr)
