@@ -128,6 +128,6 @@ def run(quick: bool) -> list[Row]:
 if __name__ == "__main__":
     import sys
 
-    for r in run(quick="--quick" in sys.argv):
-        ratio = f"{r.ratio:.2f}x" if r.ratio is not None else ""
-        print(f"{r.name:45s} {r.value:8.2f} {r.unit}  vs {r.baseline_name}: {ratio} {r.target}")
+    from run import print_table
+
+    print_table(run(quick="--quick" in sys.argv))

@@ -8,11 +8,13 @@ nothing.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
 from typing import TextIO
 
-__all__ = ["TransferBar"]
+__all__ = ["TransferBar", "showing_transfers"]
 
 MiB = 1 << 20
 
@@ -73,3 +75,16 @@ class TransferBar:
             self.stream.write("\n")
             self.stream.flush()
             self._open = False
+
+
+@contextlib.contextmanager
+def showing_transfers(label: str, stream: TextIO | None = None) -> Iterator[TransferBar]:
+    """A :class:`TransferBar` fed by the streams sent inside the block, its line ended after."""
+    from cellnet._streaming import stream_progress
+
+    bar = TransferBar(label, stream)
+    try:
+        with stream_progress(bar):
+            yield bar
+    finally:
+        bar.close()

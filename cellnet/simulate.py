@@ -28,7 +28,6 @@ import trio
 
 from cellnet.defs import JobMetaKey, RunStatus
 from cellnet.errors import CellnetError, unwrap_group
-from cellnet.fl.job_store import FINISHED_STATUSES
 
 
 def _find_example(name: str) -> pathlib.Path | None:
@@ -69,6 +68,7 @@ async def _run(job: pathlib.Path, n_sites: int, root: pathlib.Path, timeout: flo
     from cellnet.node import CellNode
     from cellnet.security.local import provision_local
     from cellnet.transport import Backoff
+    from cellnet.workspace import Workspace
 
     sites = [f"site-{i}" for i in range(1, n_sites + 1)]
     kits = provision_local(root / "project", "simulate", sites)
@@ -93,15 +93,11 @@ async def _run(job: pathlib.Path, n_sites: int, root: pathlib.Path, timeout: flo
                      backoff=backoff))
         await admin.wait_connected(30)
         client = JobClient(admin.cell)
-        from cellnet._progress import TransferBar
-        from cellnet._streaming import stream_progress
+        from cellnet._progress import showing_transfers
 
-        bar = TransferBar("cellnet simulate: uploading the job", sys.stdout)
-        try:
-            with stream_progress(bar):  # a big job folder travels as a stream
-                sub = await client.submit(job)
-        finally:
-            bar.close()
+        # a big job folder travels as a stream
+        with showing_transfers("cellnet simulate: uploading the job", sys.stdout):
+            sub = await client.submit(job)
         job_id = sub["job_id"]
         _say(f"submitted {job.name} as job {job_id}")
         meta = await _follow(client, job_id, timeout, _Progress(sys.stdout.isatty()))
@@ -115,7 +111,8 @@ async def _run(job: pathlib.Path, n_sites: int, root: pathlib.Path, timeout: flo
             _show_results(results)
             _show_model(results)
     _say(f"workspace: {root}")
-    _say(f"logs: {root / 'log.txt'} (audit: {root / 'audit.log'})")
+    ws = Workspace(root)
+    _say(f"logs: {ws.log_path} (audit: {ws.audit_path})")
     return 0 if status == RunStatus.FINISHED_COMPLETED else 1
 
 
@@ -173,28 +170,24 @@ class _Progress:
 async def _follow(client: Any, job_id: str, timeout: float,
                   progress: _Progress | None = None) -> dict[str, Any]:
     """Print each status change with its time (and the progress bar); return the final meta."""
-    seen = 0
+    from cellnet.admin.job_cli import follow_job
+
     t0 = time.monotonic()
-    progress = progress or _Progress(False)
-    with trio.fail_after(timeout):
-        while True:
-            meta = await client.get_meta(job_id)
-            ended = meta[JobMetaKey.STATUS] in FINISHED_STATUSES
-            history = meta.get("status_history", [])
-            new = history[seen:]
-            seen = len(history)
-            if new:
-                progress.clear()
-            for k, entry in enumerate(new):
-                if ended and k == len(new) - 1:  # the last progress came before the end
-                    progress.show(await client.get_progress(job_id))
-                    progress.clear()
-                reason = f" ({_short(entry['reason'])})" if entry.get("reason") else ""
-                _say(f"  {time.monotonic() - t0:6.1f} s  {entry.get('status')}{reason}")
-            if ended:
-                return meta
-            progress.show(await client.get_progress(job_id))
-            await trio.sleep(0.2)
+    bar = progress or _Progress(False)
+
+    async def show(new: list[dict[str, Any]], ended: bool) -> None:
+        if new:
+            bar.clear()
+        for k, entry in enumerate(new):
+            if ended and k == len(new) - 1:  # the last progress came before the end
+                bar.show(await client.get_progress(job_id))
+                bar.clear()
+            reason = f" ({_short(entry['reason'])})" if entry.get("reason") else ""
+            _say(f"  {time.monotonic() - t0:6.1f} s  {entry.get('status')}{reason}")
+        if not ended:
+            bar.show(await client.get_progress(job_id))
+
+    return await follow_job(client, job_id, timeout, show)
 
 
 def _parts(results: Any) -> list[tuple[str, dict[str, Any]]]:
@@ -308,15 +301,14 @@ def simulate_main(argv: Sequence[str] | None = None) -> int:
     from cellnet.workspace import Workspace
 
     ws = Workspace(root)
-    ws.create()
-    with ws.open_logs():
+    with ws.open_logs():  # creates the folder
         try:
             return trio.run(_run, job.resolve(), args.sites, root, args.timeout, resources)
         except BaseException as group:
             exc = unwrap_group(group)
             if isinstance(exc, trio.TooSlowError):
                 print(f"cellnet simulate: the job did not end within {args.timeout:g} s; "
-                      f"logs in {root / 'log.txt'}", file=sys.stderr)
+                      f"logs in {ws.log_path}", file=sys.stderr)
                 return 1
             if isinstance(exc, CellnetError):
                 print(f"cellnet simulate: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -167,3 +167,31 @@ def test_an_admin_cert_proves_only_its_own_admin_cell_names(tmp_path):
     for announced in (admin_cell_name("other@org-a.com"), f"{mine}.J1", "site-1", "server"):
         with pytest.raises(IdentityMismatchError):
             verify_peer(cert, announced, ca=kit)
+
+
+def test_follow_job_reports_each_new_status_once_and_returns_the_final_meta():
+    import trio
+
+    from cellnet.admin.job_cli import follow_job
+
+    metas = [
+        {"status": "SUBMITTED", "status_history": [{"status": "SUBMITTED"}]},
+        {"status": "SUBMITTED", "status_history": [{"status": "SUBMITTED"}]},
+        {"status": "FINISHED:COMPLETED", "status_history": [
+            {"status": "SUBMITTED"}, {"status": "RUNNING"}, {"status": "FINISHED:COMPLETED"}]},
+    ]
+
+    class Client:
+        async def get_meta(self, job_id):
+            assert job_id == "j1"
+            return metas.pop(0)
+
+    calls = []
+
+    async def on_poll(new, ended):
+        calls.append(([h["status"] for h in new], ended))
+
+    meta = trio.run(follow_job, Client(), "j1", 10.0, on_poll, 0.0)
+    assert meta["status"] == "FINISHED:COMPLETED"
+    assert calls == [(["SUBMITTED"], False), ([], False),
+                     (["RUNNING", "FINISHED:COMPLETED"], True)]

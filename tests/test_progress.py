@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 
-from cellnet._progress import MiB, TransferBar
+import pytest
+
+from cellnet._progress import MiB, TransferBar, showing_transfers
+from cellnet._streaming import _PROGRESS as _stream_progress_var
 
 
 def test_terminal_bar_redraws_in_place_then_ends_with_a_summary():
@@ -40,3 +43,13 @@ def test_small_transfers_draw_nothing_and_a_stopped_one_ends_its_line():
     bar(MiB, 4 * MiB)  # a new, bigger transfer that then breaks off
     bar.close()
     assert out.getvalue().startswith("\rx [") and out.getvalue().endswith("\n")
+
+
+def test_showing_transfers_feeds_the_bar_inside_and_ends_its_line_even_on_error():
+    out = io.StringIO()
+    with pytest.raises(RuntimeError), showing_transfers("up", out) as bar:
+        bar.tty, bar.interval = True, 0.0
+        _stream_progress_var.get()(MiB, 8 * MiB)  # what a stream send reports
+        raise RuntimeError("the transfer broke off")
+    assert out.getvalue().startswith("\rup [") and out.getvalue().endswith("\n")
+    assert _stream_progress_var.get() is None  # no longer fed after the block

@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
@@ -71,20 +71,37 @@ def _out(args: argparse.Namespace, doc: Any, text: str) -> None:
     print(json.dumps(doc, indent=1, default=str) if args.json else text, flush=True)
 
 
-async def _follow(client: Any, job_id: str, seconds: float, quiet: bool) -> dict[str, Any]:
-    """Print each status change until the job ends; its meta (TooSlowError after ``seconds``)."""
+async def follow_job(client: Any, job_id: str, seconds: float,
+                     on_poll: Callable[[list[dict[str, Any]], bool], Awaitable[None]],
+                     poll: float = 0.2) -> dict[str, Any]:
+    """Poll the job's meta until it ends; its final meta (TooSlowError after ``seconds``).
+
+    After each poll ``await on_poll(new, ended)``: the status history entries
+    new since the last poll, and whether the job has ended.
+    """
     seen = 0
     with trio.fail_after(seconds):
         while True:
             meta = await client.get_meta(job_id)
-            if not quiet:
-                for h in meta.get(STATUS_HISTORY, [])[seen:]:
-                    why = f" ({h['reason']})" if h.get("reason") else ""
-                    print(f"{h.get('time_iso', '')}  {h['status']}{why}", flush=True)
-            seen = len(meta.get(STATUS_HISTORY, []))
-            if meta[JobMetaKey.STATUS] in FINISHED_STATUSES:
+            history = meta.get(STATUS_HISTORY, [])
+            ended = meta[JobMetaKey.STATUS] in FINISHED_STATUSES
+            await on_poll(history[seen:], ended)
+            seen = len(history)
+            if ended:
                 return meta
-            await trio.sleep(0.2)
+            await trio.sleep(poll)
+
+
+async def _follow(client: Any, job_id: str, seconds: float, quiet: bool) -> dict[str, Any]:
+    """Print each status change until the job ends; its meta (TooSlowError after ``seconds``)."""
+
+    async def show(new: list[dict[str, Any]], ended: bool) -> None:
+        if not quiet:
+            for h in new:
+                why = f" ({h['reason']})" if h.get("reason") else ""
+                print(f"{h.get('time_iso', '')}  {h['status']}{why}", flush=True)
+
+    return await follow_job(client, job_id, seconds, show)
 
 
 def _ended_ok(meta: dict[str, Any]) -> int:
@@ -97,15 +114,10 @@ async def _run(args: argparse.Namespace) -> int:
     async with admin_client(args.kit, host=args.host, port=args.port, timeout=args.timeout,
                             request_timeout=max(args.timeout, 30.0)) as client:
         if args.action == "submit":
-            from cellnet._progress import TransferBar
-            from cellnet._streaming import stream_progress
+            from cellnet._progress import showing_transfers
 
-            bar = TransferBar("uploading the job")  # big job folders travel as streams
-            try:
-                with stream_progress(bar):
-                    sub = await client.submit(args.folder, submit_token=args.token)
-            finally:
-                bar.close()
+            with showing_transfers("uploading the job"):  # big job folders travel as streams
+                sub = await client.submit(args.folder, submit_token=args.token)
             verb = "submitted" if sub["created"] else "already submitted (same token)"
             _out(args, sub, f"{verb}: job {sub['job_id']}" + "".join(
                 f"\nwarning: {w}" for w in sub.get("warnings", [])))

@@ -36,13 +36,13 @@ class AgentTopic:
 
 
 def task_message(task_name: str, task_id: str, dxo: DXO) -> Message:
-    """The ``task`` request for ``dxo``."""
-    return Message({TASK_NAME: task_name, TASK_ID: task_id}, dxo.to_bytes())
+    """The ``task`` request for ``dxo``: its arrays as a tensor payload (no packed copy)."""
+    return Message({TASK_NAME: task_name, TASK_ID: task_id}, dxo.to_payload())
 
 
 def task_from_message(msg: Message) -> Task:
     """The :class:`Task` a ``task`` request carries (CorruptDataError/ValueError if bad)."""
-    dxo = DXO.from_bytes(msg.payload)
+    dxo = DXO.from_payload(msg.payload)
     meta = dict(dxo.meta)
     meta[MetaKey.DATA_KIND.value] = dxo.kind.value
     return Task(msg.get_header(TASK_NAME), msg.get_header(TASK_ID), meta, dict(dxo.data))
