@@ -127,6 +127,18 @@ class Aggregator(abc.ABC):
         """Drop the accumulated state."""
 
 
+def update_norm(dxo: DXO, contributor: str) -> float:
+    """The global L2 norm of ``dxo``'s arrays; AggregationError when it holds NaN or inf."""
+    try:
+        sq = math.fsum(agg.l2_norm(a) ** 2 for a in dxo.data.values())
+    except NativeError as exc:
+        raise AggregationError(f"{contributor}: {exc}") from exc
+    norm = math.sqrt(sq)
+    if not math.isfinite(norm):
+        raise AggregationError(f"{contributor}: the update holds NaN or inf values")
+    return norm
+
+
 def _acc_dtype(dtype: Any) -> np.dtype:
     try:
         dt = np.dtype(dtype)
@@ -213,13 +225,7 @@ class InTimeFedAvg(Aggregator):
         if dxo.kind != DataKind.WEIGHT_DIFF:
             raise AggregationError(f"{contributor}: clip_norm applies to WEIGHT_DIFF updates, "
                                    f"got {dxo.kind}")
-        try:
-            sq = math.fsum(agg.l2_norm(a) ** 2 for a in dxo.data.values())
-        except NativeError as exc:
-            raise AggregationError(f"{contributor}: {exc}") from exc
-        norm = math.sqrt(sq)
-        if not math.isfinite(norm):
-            raise AggregationError(f"{contributor}: the update holds NaN or inf values")
+        norm = update_norm(dxo, contributor)
         return min(1.0, self.clip_norm / norm) if norm else 1.0
 
     def _add(self, dxo: DXO, contributor: str) -> None:
@@ -353,4 +359,5 @@ __all__ = [
     "InTimeFedAvg",
     "TrimmedMean",
     "make_aggregator",
+    "update_norm",
 ]

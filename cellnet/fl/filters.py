@@ -269,7 +269,7 @@ class GaussianPrivacy(Filter):
         work = np.float64 if a.dtype == np.float64 else np.float32
         out = rng.standard_normal(a.shape, dtype=work)
         out *= work(self.sigma)
-        out += a.astype(work) * work(scale)
+        out += a.astype(work, copy=False) * work(scale)
         return out if out.dtype == a.dtype else out.astype(a.dtype)
 
 

@@ -280,3 +280,14 @@ def test_make_aggregator():
                         ("TrimmedMean", "spec")):
         with pytest.raises(InvalidArgumentError, match=match):
             make_aggregator(spec)
+
+
+def test_update_norm_is_the_global_l2_norm_and_refuses_nan():
+    from cellnet.fl.aggregators import update_norm
+
+    dxo = DXO(DataKind.WEIGHT_DIFF, {"a": np.array([3.0], np.float32),
+                                     "b": np.array([[4.0]], np.float64)})
+    assert update_norm(dxo, "site-1") == pytest.approx(5.0)
+    bad = DXO(DataKind.WEIGHT_DIFF, {"a": np.array([1.0, np.nan], np.float32)})
+    with pytest.raises(AggregationError, match="site-1: the update holds NaN"):
+        update_norm(bad, "site-1")

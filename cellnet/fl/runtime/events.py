@@ -149,13 +149,13 @@ class EventBus:
                    FedEventHeader.DIRECTION.value: _OUT}
         messenger = JobCellMessenger(self.engine, self.engine.job_id)
         msg = messenger.new_cmi_message(fl_ctx, headers, payload)
+        cells = [messenger.job_cell(n) for n in names]
         status = await self.engine.cell.fire_and_forget(
-            [messenger.job_cell(n) for n in names], P.TASK_CHANNEL, EVENT_TOPIC, msg,
-            optional=True)
+            cells, P.TASK_CHANNEL, EVENT_TOPIC, msg, optional=True)
         local = fl_ctx.copy() if fl_ctx is not None else FLContext()
         self._event_props(local, data, me)
         await self.fire_event(event_type, local, EventScope.FEDERATION)
-        return {n: status.get(messenger.job_cell(n), "skipped") for n in names}
+        return {n: status.get(c, "skipped") for n, c in zip(names, cells, strict=True)}
 
     @staticmethod
     def _event_props(ctx: FLContext, data: Any, origin: str) -> None:

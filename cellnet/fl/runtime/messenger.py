@@ -17,7 +17,6 @@ The engine is any object with ``cell`` (a running :class:`~cellnet.cell.Cell`),
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -90,8 +89,6 @@ class JobCellMessenger:
         Message, a DXO (sent as a tensor payload), bytes or None.
         """
         names = [targets] if isinstance(targets, str) else list(targets)
-        if not isinstance(timeout, int | float) or timeout < 0 or math.isnan(timeout):
-            raise ValueError(f"timeout must be >= 0 seconds, got {timeout!r}")
         fqcns = {self.job_cell(n): n for n in names}
         msg = self.new_cmi_message(fl_ctx, payload=request)
         replies = await self.engine.cell.send_to_cell(

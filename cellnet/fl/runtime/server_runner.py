@@ -35,6 +35,7 @@ import hashlib
 import io
 import json
 import logging
+import shutil
 import sys
 import time
 import zipfile
@@ -46,6 +47,7 @@ import trio
 
 from cellnet.defs import CellReturnCode, CMIHeader, JobMetaKey, RunStatus
 from cellnet.errors import AuthError, CellnetError, JobError, JobValidationError
+from cellnet.fl.job_folder import unzip_job
 from cellnet.fl.job_store import FINISHED_STATUSES, LEGAL_TRANSITIONS, JobStore, Submitter
 from cellnet.fl.runtime import _proto as P
 from cellnet.fl.runtime._tasks import spawn_guarded
@@ -210,7 +212,7 @@ class ServerRunner:
 
     async def _abort(self, doc: dict[str, Any], msg: Message) -> dict[str, Any]:
         job_id = str(doc.get("job_id"))
-        status = RunStatus(self.store.get_meta(job_id)[JobMetaKey.STATUS])
+        status = RunStatus((await self._read(self.store.get_meta, job_id))[JobMetaKey.STATUS])
         if status in FINISHED_STATUSES:
             raise JobError(f"job {job_id} has already ended ({status})")
         who = self._submitter(msg.origin or "")
@@ -219,7 +221,7 @@ class ServerRunner:
             await self.finish(job_id, S.FINISHED_ABORTED, reason)
         else:
             await self._io(self.store.set_status, job_id, S.FINISHED_ABORTED, reason)
-        return {"status": str(self.store.get_meta(job_id)[JobMetaKey.STATUS])}
+        return {"status": str((await self._read(self.store.get_meta, job_id))[JobMetaKey.STATUS])}
 
     # --- reports from job cells and sites ---------------------------------------------
     async def _record_error(self, job_id: str, who: str, error: str) -> None:
@@ -300,7 +302,7 @@ class ServerRunner:
                    if j.job_id not in self.active]
         if not waiting:
             return
-        running = [self.store.get_job(j) for j in self.active]
+        running = await self._read(_get_jobs, self.store, list(self.active))
         decisions = pick_jobs(waiting, self.connected_sites(), self.resources, running,
                               time.time(), self.refused)
         for d in decisions:
@@ -321,7 +323,8 @@ class ServerRunner:
                 log.warning("job %s failed to start: %s", job_id, exc)
                 await self._record_error(job_id, SERVER_CLIENT, f"failed to start: {exc}")
                 status = S.FAILED_TO_RUN
-                if RunStatus(self.store.get_meta(job_id)[JobMetaKey.STATUS]) == S.RUNNING:
+                meta = await self._read(self.store.get_meta, job_id)
+                if RunStatus(meta[JobMetaKey.STATUS]) == S.RUNNING:
                     status = S.FINISHED_ABNORMAL
                 await self.finish(job_id, status, f"failed to start: {exc}")
             finally:
@@ -350,38 +353,40 @@ class ServerRunner:
             if refused:
                 self.wake()
             return
-        job = self.store.get_job(job_id)
+        job = await self._read(self.store.get_job, job_id)
         await self._io(self.store.record_schedule, job_id, state.sites)
         await self._io(self.store.set_status, job_id, S.DISPATCHED,
                        f"deploying to {', '.join(state.sites)}")
         server_app = job.app_for_site(SERVER_CLIENT)
         if server_app is None:
             raise JobError("the job deploys no app to the server (no workflow to run)")
+        apps = _Apps(job)
         with trio.fail_after(self.start_timeout):
             try:
                 async with trio.open_nursery() as nursery:
                     for site in state.sites:
-                        nursery.start_soon(self._deploy_to, job, site)
+                        nursery.start_soon(self._deploy_to, job, site, apps)
             except BaseExceptionGroup as group:  # a site's deploy failed: one JobError
                 failed, other = group.split((CellnetError, OSError))
                 if failed is None or other is not None:
                     raise
                 raise JobError("; ".join(str(e) for e in _leaves(failed))) from None
         await self._io(self.store.record_deploy, job_id, [f"{s}: OK" for s in state.sites])
-        app_dir = self._unpack(job, server_app)
+        app, _ = await apps.get(server_app)
+        app_dir = await trio.to_thread.run_sync(self._unpack, job.job_id, app)
         config = {"job_id": job_id, "role": "server", "app_dir": str(app_dir),
                   "session": self.sessions.server_session().to_dict(),
                   "tokens": self.sessions.checker(state.sites).tokens, "clients": state.sites}
         path = self.root / job_id / "job_config.json"
-        path.write_text(json.dumps(config))
+        await trio.to_thread.run_sync(path.write_text, json.dumps(config))
         argv = [sys.executable, "-m", "cellnet.fl.runtime.job_cell", str(path)]
         state.child = await self.node.start_child(job_id, argv, timeout=self.start_timeout)
         await self._io(self.store.set_status, job_id, S.RUNNING, "job cells started")
         self._spawn(self._watch_server_cell, state)
 
-    async def _deploy_to(self, job: Any, site: str) -> None:
-        app = job.get_application(job.app_for_site(site))
-        doc = {"job_id": job.job_id, "app": app, "sha256": hashlib.sha256(app).hexdigest(),
+    async def _deploy_to(self, job: Any, site: str, apps: _Apps) -> None:
+        app, sha256 = await apps.get(job.app_for_site(site))
+        doc = {"job_id": job.job_id, "app": app, "sha256": sha256,
                "clients": self.active[job.job_id].sites}
         reply = await self.node.cell.send_request(
             site, P.RUNTIME_CHANNEL, P.RuntimeTopic.DEPLOY, self._server_msg(doc, job.job_id),
@@ -389,17 +394,14 @@ class ServerRunner:
         if reply.return_code != "ok":
             raise JobError(f"deploy to {site} failed: {reply.return_code}: {reply.error}")
 
-    def _unpack(self, job: Any, app_name: str) -> Path:
-        from cellnet.fl.job_folder import unzip_job
-
-        job_dir = self.root / job.job_id
+    def _unpack(self, job_id: str, app: bytes) -> Path:
+        """Extract the server's app zip ``app`` into ``<root>/<job_id>/app`` (runs in a thread)."""
+        job_dir = self.root / job_id
         job_dir.mkdir(parents=True, exist_ok=True)
         dest = job_dir / "app"
         if dest.exists():
-            import shutil
-
             shutil.rmtree(dest)
-        return unzip_job(job.get_application(app_name), dest)
+        return unzip_job(app, dest)
 
     async def _watch_server_cell(self, state: _Active) -> None:
         assert state.child is not None
@@ -440,6 +442,30 @@ class ServerRunner:
         self.active.pop(job_id, None)
         state.done.set()
         self.wake()
+
+
+class _Apps:
+    """A job's app zips with their SHA-256, each built once in a worker thread for all the
+    sites it deploys to (a failure is not kept: every site asking for that app gets it)."""
+
+    def __init__(self, job: Any) -> None:
+        self.job = job
+        self._built: dict[Any, tuple[bytes, str]] = {}
+        self._lock = trio.Lock()
+
+    async def get(self, app_name: Any) -> tuple[bytes, str]:
+        async with self._lock:
+            if app_name not in self._built:
+                self._built[app_name] = await trio.to_thread.run_sync(self._build, app_name)
+            return self._built[app_name]
+
+    def _build(self, app_name: Any) -> tuple[bytes, str]:
+        app = self.job.get_application(app_name)
+        return app, hashlib.sha256(app).hexdigest()
+
+
+def _get_jobs(store: JobStore, job_ids: list[str]) -> list[Any]:
+    return [store.get_job(j) for j in job_ids]
 
 
 def _end_status(store: JobStore, job_id: str, status: RunStatus, reason: str) -> None:

@@ -72,7 +72,7 @@ class CyclicWorkflow(Controller):
                                    f"{C.failure_text({site: result})}")
                 if result.dxo.kind not in (DataKind.WEIGHTS, DataKind.WEIGHT_DIFF):
                     raise JobError(f"round {rnd}: {site} sent {result.dxo.kind}, not a model")
-                model = C.apply_update(model, result.dxo)
+                model = await trio.to_thread.run_sync(C.apply_update, model, result.dxo)
             self.history.append({"round": rnd, "order": sites,
                                  "seconds": time.perf_counter() - t0})
             await trio.to_thread.run_sync(persistor.save_round, model, rnd, ws)

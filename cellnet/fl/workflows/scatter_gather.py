@@ -56,8 +56,8 @@ import numpy as np
 import trio
 
 from cellnet.defs import MetaKey, ReturnCode
-from cellnet.errors import AggregationError, JobError, NativeError
-from cellnet.fl.aggregators import CoordinateMedian, InTimeFedAvg, TrimmedMean
+from cellnet.errors import AggregationError, JobError
+from cellnet.fl.aggregators import CoordinateMedian, InTimeFedAvg, TrimmedMean, update_norm
 from cellnet.fl.dxo import DXO, DataKind
 from cellnet.fl.runtime.context import FLContext
 from cellnet.fl.runtime.controller import Controller, Task, TaskResult
@@ -66,7 +66,6 @@ from cellnet.fl.workflows import _common as C
 from cellnet.fl.workflows._progress import report_progress
 from cellnet.fl.workflows._spill import SpilledModel
 from cellnet.fl.workflows.constants import DEFAULT_TASK_TIMEOUT, AppConstants
-from cellnet.native import aggregate as native_agg
 
 __all__ = ["AGGREGATORS", "ScatterAndGather"]
 
@@ -155,12 +154,7 @@ class ScatterAndGather(Controller):
             dxo = DXO(DataKind.WEIGHT_DIFF, diff, dxo.meta)
         if self.aggregator_name == "fedavg":
             return dxo  # InTimeFedAvg clips through the weight, without a copy
-        try:
-            norm = math.sqrt(math.fsum(native_agg.l2_norm(a) ** 2 for a in dxo.data.values()))
-        except NativeError as exc:
-            raise AggregationError(f"{client}: {exc}") from exc
-        if not math.isfinite(norm):
-            raise AggregationError(f"{client}: the update holds NaN or inf values")
+        norm = update_norm(dxo, client)
         if norm <= self.clip_norm:
             return dxo
         scale = self.clip_norm / norm
@@ -212,9 +206,7 @@ class ScatterAndGather(Controller):
             return await self._round_with(rnd, need, fl_ctx, spill)
         finally:
             if spill is not None:
-                if self._released:  # the round failed after releasing it
-                    self.model = await trio.to_thread.run_sync(spill.load)
-                    self._released = False
+                await self._model_back(spill)  # the round failed after releasing it
                 await trio.to_thread.run_sync(spill.remove)
 
     async def _model_back(self, spill: SpilledModel | None) -> None:

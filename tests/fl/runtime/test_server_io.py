@@ -37,3 +37,37 @@ async def test_store_writes_run_in_worker_threads_and_submitter_is_the_cert(
     assert (admin.name, admin.org) == ("site-3", "org-3")
     assert (meta[JobMetaKey.SUBMITTER_NAME], meta[JobMetaKey.SUBMITTER_ORG],
             meta[JobMetaKey.SUBMITTER_ROLE]) == ("site-3", "org-3", "")
+
+
+async def test_each_app_zip_is_built_once_off_the_trio_thread_for_all_its_sites():
+    import hashlib
+
+    import trio
+
+    from cellnet.errors import JobError
+    from cellnet.fl.runtime.server_runner import _Apps
+
+    built: list[tuple[str, bool]] = []
+
+    class FakeJob:
+        def get_application(self, name):
+            built.append((name, threading.current_thread() is threading.main_thread()))
+            if name == "bad":
+                raise JobError("no such app")
+            return name.encode() * 3
+
+    apps = _Apps(FakeJob())
+    got: list[tuple[bytes, str]] = []
+    async with trio.open_nursery() as nursery:
+        for _ in range(4):
+            nursery.start_soon(lambda: _append(got, apps.get("app")))
+    assert got == [(b"appappapp", hashlib.sha256(b"appappapp").hexdigest())] * 4
+    assert built == [("app", False)]
+    for _ in range(2):  # a failure is not kept: every site asking gets the error
+        with pytest.raises(JobError, match="no such app"):
+            await apps.get("bad")
+    assert [n for n, _ in built] == ["app", "bad", "bad"]
+
+
+async def _append(out, value):
+    out.append(await value)
