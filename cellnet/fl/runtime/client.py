@@ -62,7 +62,7 @@ class JobClient:
         return (await self._call(P.JobTopic.LIST, {}))["jobs"]
 
     async def get_meta(self, job_id: str) -> dict[str, Any]:
-        return (await self._call(P.JobTopic.GET, {"job_id": job_id}))["meta"]
+        return (await self._call(P.JobTopic.GET, {"job_id": job_id, "results": False}))["meta"]
 
     async def get_results(self, job_id: str) -> Any:
         """The workflow's results (decoded JSON), or None before there are any."""
@@ -74,7 +74,8 @@ class JobClient:
 
     async def get_progress(self, job_id: str) -> dict[str, Any] | None:
         """The latest progress its workflow reported (rounds, sites answered, metrics) or None."""
-        return (await self._call(P.JobTopic.GET, {"job_id": job_id})).get("progress")
+        doc = await self._call(P.JobTopic.GET, {"job_id": job_id, "results": False})
+        return doc.get("progress")
 
     async def abort(self, job_id: str) -> str:
         return (await self._call(P.JobTopic.ABORT, {"job_id": job_id}))["status"]

@@ -202,8 +202,10 @@ class ServerRunner:
     async def _get(self, doc: dict[str, Any], msg: Message) -> dict[str, Any]:
         job_id = str(doc.get("job_id"))
         meta = await self._read(self.store.get_meta, job_id)
-        return {"meta": json.loads(json.dumps(meta, default=str)),
-                "results": await self._read(self.store.get_results, job_id),
+        # status polls ask for no results: they would read the results file every time
+        results = await self._read(self.store.get_results, job_id) \
+            if doc.get("results", True) else None
+        return {"meta": json.loads(json.dumps(meta, default=str)), "results": results,
                 "progress": self.progress.get(job_id)}
 
     async def _show_errors(self, doc: dict[str, Any], msg: Message) -> dict[str, Any]:
