@@ -117,8 +117,6 @@ class Link:
         self._fifo = trio.StrictFIFOLock()
         # a synchronous write path of the stream (TLSStream.send_segments_nowait), if it has one
         self._write_nowait = getattr(stream, "send_segments_nowait", None)
-        # a stream that writes several buffers in one pass (TLSStream.send_segments), if any
-        self._send_segments = getattr(stream, "send_segments", None)
         self._writing = False  # the writer task is inside a send
         self._leftover = False  # a synchronous write left bytes in the stream: writer must flush
         self._reader_task: trio.lowlevel.Task | None = None
@@ -330,11 +328,8 @@ class Link:
                 continue
             buffers, nbytes = self._take_batch()
             self._writing = True
-            if self._send_segments is not None:  # one encrypt-and-write pass for the batch
-                await self._send_segments(buffers)
-            else:
-                for buf in buffers:
-                    await self.stream.send_all(buf)
+            for buf in buffers:
+                await self.stream.send_all(buf)
             self._writing = False
             self.writes += len(buffers)
             self.bytes_out += nbytes
