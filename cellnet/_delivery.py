@@ -222,7 +222,12 @@ class Delivery(Serving):
                 self._check_origin(link, headers)
             dest = headers.get(_DESTINATION)
             if dest == self.fqcn:
-                await self._accept(decode_message(frame))
+                kind = headers.get(_MSG_TYPE)
+                msg = decode_message(frame)
+                if kind == _REPLY:
+                    self._on_reply(msg)
+                elif kind != _REQUEST or not self._serve_lone(link, msg):
+                    await self._accept(msg)
             else:
                 await self._relay(headers, frame, None)
         elif frame.type is FrameType.BATCH:
@@ -303,8 +308,7 @@ class Delivery(Serving):
         channel = headers.get(_CHANNEL)
         self._stats.message_in(channel, payload_nbytes(msg.payload))
         if kind == _REPLY:
-            if self._requests.resolve(msg) is None:
-                self._stats.error("late_reply")
+            self._on_reply(msg, counted=True)
         elif kind == _REQUEST:
             handler = self._handlers.get((channel, headers.get(_TOPIC)))
             if handler is None or not (handler.is_async or handler.blocking):
@@ -330,6 +334,44 @@ class Delivery(Serving):
                 self._fnf_ready.unpark_all()
         else:
             raise RemoteProtocolError(f"unknown message type {kind!r}")
+
+    def _serve_lone(self, link: Link, msg: Message) -> bool:
+        """Serve a lone request for a plain sync handler and write its reply at once on the
+        link it came from, when that is its way back; False (nothing done) otherwise.
+
+        The request/reply fast path: no reply queue, no writer, one TLS record."""
+        headers = msg.headers
+        channel = headers.get(_CHANNEL)
+        handler = self._handlers.get((channel, headers.get(_TOPIC)))
+        if (
+            handler is None
+            or handler.is_async
+            or handler.blocking
+            or headers.get(_ORIGIN) != link.peer
+            or not link.lone_frame()
+        ):
+            return False
+        stats = self._stats
+        payload = msg.payload
+        stats.message_in(
+            channel, len(payload) if type(payload) is bytes else payload_nbytes(payload)
+        )
+        reply, segments = self._serve_now(handler, msg)
+        if segments is not None and link.write_now(segments):
+            payload = reply.payload
+            stats.message_out(
+                channel, len(payload) if type(payload) is bytes else payload_nbytes(payload)
+            )
+        elif not self._reply_nowait(reply, segments):
+            self._running().start_soon(self._reply, reply, segments)
+        return True
+
+    def _on_reply(self, msg: Message, *, counted: bool = False) -> None:
+        """Wake the requester of a reply that arrived."""
+        if not counted:
+            self._stats.message_in(msg.headers.get(_CHANNEL), payload_nbytes(msg.payload))
+        if self._requests.resolve(msg) is None:
+            self._stats.error("late_reply")
 
     async def _relay(self, headers: dict, frame: Frame | None, msg: Message | None) -> None:
         """Forward a message for another cell: the frame's payload travels undecoded."""

@@ -393,6 +393,11 @@ class Link:
             if self._wake_pending:
                 self._wake_writer()
 
+    def lone_frame(self) -> bool:
+        """From ``on_frame``: the frame being handled was the only one of its read (nothing
+        else is buffered), so its reply may be written at once (:meth:`write_now`)."""
+        return self._defer and self._decoder.buffered_bytes == 0
+
     async def _heartbeat(self) -> str:
         interval = self.config.heartbeat_interval
         idle = self.config.idle_timeout

@@ -263,3 +263,53 @@ async def test_write_now_sends_a_multi_segment_frame_as_one_tls_record(server_ct
         assert got == b"".join(bytes(s) for s in frame)
         await client.aclose()
         await server.aclose()
+
+
+async def test_cell_serves_a_lone_sync_request_and_writes_its_reply_from_the_reader(
+    server_ctx, client_ctx
+):
+    from cellnet.cell import Cell
+    from cellnet.defs import CellReturnCode
+
+    def boom(msg):
+        raise RuntimeError("no")
+
+    async def later(msg):
+        await trio.sleep(0)
+        return b"async:" + bytes(msg.payload)
+
+    with trio.fail_after(10):
+        client, server = await tls_pair(server_ctx, client_ctx)
+        async with (
+            Cell("server", link_config=QUIET) as srv,
+            Cell("site-1", link_config=QUIET) as site,
+        ):
+            site.register_request_cb("ch", "echo", lambda msg: bytes(msg.payload) * 2)
+            site.register_request_cb("ch", "boom", boom)
+            site.register_request_cb("ch", "later", later)
+            await srv.add_link(client, "site-1")
+            link = await site.add_link(server, "server")
+            queued = []  # replies that took the queue instead of the reader's direct write
+            reply_nowait = site._reply_nowait
+            site._reply_nowait = lambda *a: queued.append(a) or reply_nowait(*a)
+            for n in range(3):  # each a lone frame: served in the reader, written at once
+                r = await srv.send_request("site-1", "ch", "echo", b"%d" % n, 5.0)
+                assert r.return_code == CellReturnCode.OK and bytes(r.payload) == b"%d%d" % (n, n)
+            assert link.writer_wakeups == 0 and link.writes == 3 and link.queued_bytes == 0
+            assert queued == []
+            row = site.statistics().channels["ch"]
+            assert (row.messages_in, row.bytes_in, row.messages_out, row.bytes_out) == (3, 3, 3, 6)
+            failed = await srv.send_request("site-1", "ch", "boom", b"", 5.0)  # error reply
+            assert failed.return_code == CellReturnCode.PROCESS_EXCEPTION
+            assert "RuntimeError: no" in failed.error
+            slow = await srv.send_request("site-1", "ch", "later", b"x", 5.0)  # a server task
+            assert bytes(slow.payload) == b"async:x"
+            many = [None] * 8  # pipelined: the replies are queued and coalesced as before
+
+            async def one(i):
+                many[i] = await srv.send_request("site-1", "ch", "echo", b"%d" % i, 5.0)
+
+            async with trio.open_nursery() as nursery:
+                for i in range(8):
+                    nursery.start_soon(one, i)
+            assert [bytes(r.payload) for r in many] == [b"%d%d" % (i, i) for i in range(8)]
