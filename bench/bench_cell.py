@@ -23,11 +23,13 @@ beside its baseline from this run:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import multiprocessing as mp
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
@@ -171,9 +173,10 @@ async def _large(cell: Cell, size: int, n: int) -> float:
     return size / statistics.median(times) / 1e6
 
 
-async def _cell_figures(kits: Path, sizes: _Sizes, ports: tuple[int, int]) -> dict:
-    spawn = mp.get_context("spawn")
-    out: dict = {}
+@contextlib.asynccontextmanager
+async def linked_site(kits: Path, start_peer: Callable[[int], mp.Process]):
+    """A ``server`` cell listening on loopback, and the peer process ``start_peer(port)``
+    (its ``site-1`` cell) linked to it; yields ``(cell, process)``, stops both after."""
     async with Cell("server") as cell, trio.open_nursery() as nursery:
         linked = trio.Event()
 
@@ -185,28 +188,38 @@ async def _cell_figures(kits: Path, sizes: _Sizes, ports: tuple[int, int]) -> di
         listeners = await nursery.start(
             functools.partial(serve_links, on_link, kits / "server", port=0)
         )
-        port = listeners[0].socket.getsockname()[1]
-        proc = spawn.Process(target=cell_main, args=(str(kits / "site-1"), port, JOBS), daemon=True)
+        proc = start_peer(listeners[0].socket.getsockname()[1])
         proc.start()
         try:
             with trio.fail_after(120):
                 await linked.wait()
-            await _rr(cell, 200, 1)  # warm up
-            out.update(await _interleaved_rr1(cell, kits, sizes, ports))
-            out["rr64"] = await _rr(cell, sizes.rr64, 64)
-            sent = [0]
-            out["fnf"] = await _fnf(cell, sizes.fnf, False, sent)
-            out["bulk"] = await _fnf(cell, sizes.bulk, True, sent)
-            for n in (8, 64, 256):
-                out[f"bc{n}"] = await _broadcast(cell, n, sizes.rounds)
-            for size, n in sizes.large.items():
-                out[f"large{size}"] = await _large(cell, size, n)
+            yield cell, proc
         finally:
             nursery.cancel_scope.cancel()
             proc.join(10)
             if proc.is_alive():
                 proc.kill()
                 proc.join()
+
+
+async def _cell_figures(kits: Path, sizes: _Sizes, ports: tuple[int, int]) -> dict:
+    spawn = mp.get_context("spawn")
+    out: dict = {}
+
+    def peer(port: int) -> mp.Process:
+        return spawn.Process(target=cell_main, args=(str(kits / "site-1"), port, JOBS), daemon=True)
+
+    async with linked_site(kits, peer) as (cell, _):
+        await _rr(cell, 200, 1)  # warm up
+        out.update(await _interleaved_rr1(cell, kits, sizes, ports))
+        out["rr64"] = await _rr(cell, sizes.rr64, 64)
+        sent = [0]
+        out["fnf"] = await _fnf(cell, sizes.fnf, False, sent)
+        out["bulk"] = await _fnf(cell, sizes.bulk, True, sent)
+        for n in (8, 64, 256):
+            out[f"bc{n}"] = await _broadcast(cell, n, sizes.rounds)
+        for size, n in sizes.large.items():
+            out[f"large{size}"] = await _large(cell, size, n)
     return out
 
 

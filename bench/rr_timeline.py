@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import array
-import functools
 import itertools
 import multiprocessing as mp
 import os
@@ -85,10 +84,13 @@ class Stamps:
         with open(path, "wb") as f:
             pickle.dump((list(self.times), list(self.tags)), f)
 
-    def load(self, path: str) -> list[tuple[float, int]]:
-        with open(path, "rb") as f:
-            times, tags = pickle.load(f)
-        return list(zip(times, tags, strict=True))
+
+
+def load_stamps(path: str) -> list[tuple[float, int]]:
+    """``(time, tag)`` pairs a peer process dumped."""
+    with open(path, "rb") as f:
+        times, tags = pickle.load(f)
+    return list(zip(times, tags, strict=True))
 
 
 STAMPS = Stamps()
@@ -128,36 +130,22 @@ def legs(client: list[tuple[float, int]], peer: list[tuple[float, int]]) -> dict
 
 
 async def _cell_run(kits: Path, topic: str, n: int, out: str) -> float:
-    from bench_cell import _rr
+    from bench_cell import _rr, linked_site
     from cell_peer import cell_main
 
-    from cellnet.cell import Cell
-    from cellnet.transport import serve_links
-
     spawn = mp.get_context("spawn")
-    async with Cell("server") as cell, trio.open_nursery() as nursery:
-        linked = trio.Event()
 
-        async def on_link(stream, identity, fqcn):
-            link = await cell.add_link(stream, fqcn)
-            linked.set()
-            await link.finished.wait()
-
-        listeners = await nursery.start(
-            functools.partial(serve_links, on_link, kits / "server", port=0)
-        )
-        port = listeners[0].socket.getsockname()[1]
-        proc = spawn.Process(target=_serve_stamped,
+    def peer(port: int) -> mp.Process:
+        return spawn.Process(target=_serve_stamped,
                              args=(out, cell_main, str(kits / "site-1"), port, 0), daemon=True)
-        proc.start()
-        await linked.wait()
+
+    async with linked_site(kits, peer) as (cell, proc):
         await _rr(cell, 1000, 1, topic)  # warm up
         STAMPS.on = True
         rate = await _rr(cell, n, 1, topic)
         STAMPS.on = False
-        os.kill(proc.pid, signal.SIGUSR1)
+        os.kill(proc.pid, signal.SIGUSR1)  # the peer dumps its stamps and exits
         await trio.to_thread.run_sync(proc.join)
-        nursery.cancel_scope.cancel()
     return rate
 
 
@@ -199,7 +187,7 @@ def main() -> None:
         for label, run in runs:
             STAMPS.times, STAMPS.tags = array.array("d"), array.array("b")
             rate = trio.run(run)
-            column = legs(list(zip(STAMPS.times, STAMPS.tags, strict=True)), STAMPS.load(out))
+            column = legs(list(zip(STAMPS.times, STAMPS.tags, strict=True)), load_stamps(out))
             column["round trip (1/rate)"] = 1e6 / rate
             columns[label] = column
     keys = list(next(iter(columns.values())))

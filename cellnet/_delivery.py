@@ -222,12 +222,7 @@ class Delivery(Serving):
                 self._check_origin(link, headers)
             dest = headers.get(_DESTINATION)
             if dest == self.fqcn:
-                kind = headers.get(_MSG_TYPE)
-                msg = decode_message(frame)
-                if kind == _REPLY:
-                    self._on_reply(msg)
-                elif kind != _REQUEST or not self._serve_lone(link, msg):
-                    await self._accept(msg)
+                await self._accept(decode_message(frame), link)
             else:
                 await self._relay(headers, frame, None)
         elif frame.type is FrameType.BATCH:
@@ -294,11 +289,12 @@ class Delivery(Serving):
             stats.messages_in(run_channel, run_count, run_bytes)
 
 
-    async def _accept(self, msg: Message) -> None:
+    async def _accept(self, msg: Message, link: Link | None = None) -> None:
         """Handle a message addressed to this cell, without a task switch when it can.
 
         A request for a plain sync handler is served right here and its reply
-        queued on the link; others get a task of their own.  A reply wakes its
+        written at once on ``link`` (the link it arrived on, if any) when it
+        was alone in its read, else queued; others get a task of their own.  A reply wakes its
         waiter.  A fire-and-forget message for a plain sync handler runs here
         when nothing is queued before it (order is kept); else it is queued
         for the dispatcher task, waiting only when ``fnf_queue`` are queued.
@@ -308,7 +304,8 @@ class Delivery(Serving):
         channel = headers.get(_CHANNEL)
         self._stats.message_in(channel, payload_nbytes(msg.payload))
         if kind == _REPLY:
-            self._on_reply(msg, counted=True)
+            if self._requests.resolve(msg) is None:
+                self._stats.error("late_reply")
         elif kind == _REQUEST:
             handler = self._handlers.get((channel, headers.get(_TOPIC)))
             if handler is None or not (handler.is_async or handler.blocking):
@@ -316,7 +313,9 @@ class Delivery(Serving):
                     reply, segments = self._no_handler(msg), None
                 else:
                     reply, segments = self._serve_now(handler, msg)
-                if not self._reply_nowait(reply, segments):
+                if self._write_reply_now(reply, segments, link):
+                    self._stats.message_out(channel, payload_nbytes(reply.payload))
+                elif not self._reply_nowait(reply, segments):
                     self._running().start_soon(self._reply, reply, segments)
             else:
                 self._dispatch(msg)
@@ -335,43 +334,18 @@ class Delivery(Serving):
         else:
             raise RemoteProtocolError(f"unknown message type {kind!r}")
 
-    def _serve_lone(self, link: Link, msg: Message) -> bool:
-        """Serve a lone request for a plain sync handler and write its reply at once on the
-        link it came from, when that is its way back; False (nothing done) otherwise.
-
-        The request/reply fast path: no reply queue, no writer, one TLS record."""
-        headers = msg.headers
-        channel = headers.get(_CHANNEL)
-        handler = self._handlers.get((channel, headers.get(_TOPIC)))
-        if (
-            handler is None
-            or handler.is_async
-            or handler.blocking
-            or headers.get(_ORIGIN) != link.peer
-            or not link.lone_frame()
-        ):
-            return False
-        stats = self._stats
-        payload = msg.payload
-        stats.message_in(
-            channel, len(payload) if type(payload) is bytes else payload_nbytes(payload)
+    @staticmethod
+    def _write_reply_now(reply: Message, segments: list | None, link: Link | None) -> bool:
+        """Write an encoded reply at once on ``link``, the link its request came in on, when
+        that request was the only frame of its read and the reply goes back to that link's
+        peer: no reply queue, no writer task, one TLS record.  False: nothing done."""
+        return (
+            link is not None
+            and segments is not None
+            and reply.headers.get(_DESTINATION) == link.peer
+            and link.lone_frame()
+            and link.write_now(segments)
         )
-        reply, segments = self._serve_now(handler, msg)
-        if segments is not None and link.write_now(segments):
-            payload = reply.payload
-            stats.message_out(
-                channel, len(payload) if type(payload) is bytes else payload_nbytes(payload)
-            )
-        elif not self._reply_nowait(reply, segments):
-            self._running().start_soon(self._reply, reply, segments)
-        return True
-
-    def _on_reply(self, msg: Message, *, counted: bool = False) -> None:
-        """Wake the requester of a reply that arrived."""
-        if not counted:
-            self._stats.message_in(msg.headers.get(_CHANNEL), payload_nbytes(msg.payload))
-        if self._requests.resolve(msg) is None:
-            self._stats.error("late_reply")
 
     async def _relay(self, headers: dict, frame: Frame | None, msg: Message | None) -> None:
         """Forward a message for another cell: the frame's payload travels undecoded."""
