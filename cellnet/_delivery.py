@@ -306,6 +306,8 @@ class Delivery(Serving):
         if kind == _REPLY:
             if self._requests.resolve(msg) is None:
                 self._stats.error("late_reply")
+            elif link is not None:
+                link.handoff()
         elif kind == _REQUEST:
             handler = self._handlers.get((channel, headers.get(_TOPIC)))
             if handler is None or not (handler.is_async or handler.blocking):
@@ -319,6 +321,8 @@ class Delivery(Serving):
                     self._running().start_soon(self._reply, reply, segments)
             else:
                 self._dispatch(msg)
+                if link is not None:
+                    link.handoff()
         elif kind == _FNF:
             queue = self._fnf
             if not queue:

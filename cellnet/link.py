@@ -9,7 +9,9 @@ tasks in :meth:`Link.run`:
 * the **reader** feeds received bytes to a sans-IO :class:`FrameDecoder` and
   hands each frame to the owner's ``on_frame`` coroutine (PING is answered
   here; MESSAGE/BATCH and anything else go to the owner, which may raise
-  :class:`RemoteProtocolError` to close the link);
+  :class:`RemoteProtocolError` to close the link); when handling a read woke
+  a task that will write next (:meth:`Link.handoff`), the reader lets it run
+  before arming its next read;
 * the **writer** waits for queued frames and writes everything that is ready
   with one ``send_all`` (small segments are joined; a large payload segment is
   written as is, never copied), so 64 pipelined requests cost one write;
@@ -122,6 +124,7 @@ class Link:
         self._reader_task: trio.lowlevel.Task | None = None
         self._defer = False  # the reader handles the first frame of a read (see _enqueue)
         self._wake_pending = False  # a frame was queued without waking the writer
+        self._handoff = False  # handling this read woke a task that will write (see handoff)
         self._cancel: trio.CancelScope | None = None
         self._closed = False
         self.close_reason: str | None = None
@@ -368,6 +371,12 @@ class Link:
                     frame = decoder.next_frame()
                     if frame is NEED_DATA:
                         self._write_queued_now()  # e.g. the replies of inline-served requests
+                        if self._handoff:
+                            self._handoff = False
+                            # the woken task runs first (its step is the round trip's critical
+                            # path); two yields: trio may run a batch in either order
+                            await trio.lowlevel.cancel_shielded_checkpoint()
+                            await trio.lowlevel.cancel_shielded_checkpoint()
                         break
                     if self._wake_pending:  # more than one frame in this read: the writer
                         self._wake_writer()  # coalesces their replies as usual
@@ -392,6 +401,13 @@ class Link:
         finally:
             if self._wake_pending:
                 self._wake_writer()
+
+    def handoff(self) -> None:
+        """From ``on_frame``: handling the frame woke a task that is about to write (a
+        requester got its reply, a server task got a request).  The reader lets it run
+        before arming its next read, which takes that re-arm (a syscall and a scheduler
+        pass) off the request/reply critical path."""
+        self._handoff = True
 
     def lone_frame(self) -> bool:
         """From ``on_frame``: the frame being handled was the only one of its read (nothing

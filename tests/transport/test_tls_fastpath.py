@@ -313,3 +313,58 @@ async def test_cell_serves_a_lone_sync_request_and_writes_its_reply_from_the_rea
                 for i in range(8):
                     nursery.start_soon(one, i)
             assert [bytes(r.payload) for r in many] == [b"%d%d" % (i, i) for i in range(8)]
+
+
+
+async def test_a_woken_requester_or_server_task_writes_before_the_reader_arms_its_next_read(
+    server_ctx, client_ctx
+):
+    """Link.handoff: the task a read woke (a requester given its reply, a server task given a
+    request) writes its next frame before that reader waits on the socket again."""
+    from cellnet.cell import Cell
+
+    async def later(msg):  # async: served in a server task, which the reader wakes
+        return bytes(msg.payload)
+
+    def log_io(stream, log):
+        wait, read, write = stream._wait_readable, stream._read_raw, stream._write_out
+
+        async def logged_wait():
+            log.append("arm")
+            await wait()
+
+        async def logged_read():
+            waited = await read()
+            log.append("read")
+            return waited
+
+        def logged_write():
+            log.append("write")
+            return write()
+
+        stream._wait_readable, stream._read_raw = logged_wait, logged_read
+        stream._write_out = logged_write
+
+    with trio.fail_after(10):
+        client, server = await tls_pair(server_ctx, client_ctx)
+        async with (
+            Cell("server", link_config=QUIET) as srv,
+            Cell("site-1", link_config=QUIET) as site,
+        ):
+            site.register_request_cb("ch", "later", later)
+            await srv.add_link(client, "site-1")
+            await site.add_link(server, "server")
+            await srv.send_request("site-1", "ch", "later", b"warm", 5.0)
+            requester_io: list[str] = []
+            server_io: list[str] = []
+            log_io(client, requester_io)
+            log_io(server, server_io)
+            for n in range(20):
+                r = await srv.send_request("site-1", "ch", "later", b"%d" % n, 5.0)
+                assert bytes(r.payload) == b"%d" % n
+            # each read (a reply; a request) is followed by the woken task's write (the next
+            # request; the reply), and only then does the reader wait on the socket again
+            for log in (requester_io, server_io):
+                reads = [i for i, what in enumerate(log) if what == "read"]
+                assert len(reads) >= 19
+                assert all(log[i + 1] == "write" for i in reads[:19]), log
