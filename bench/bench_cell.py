@@ -12,7 +12,9 @@ beside its baseline from this run:
 
 * request/reply (100 B, 1 in flight) vs the bare ping-pongs (target 0.8x of
   stock ``trio.SSLStream``; the ``TLSStream`` ratio is shown too), measured in
-  alternating rounds and compared by their medians;
+  alternating rounds and compared by their medians, for a sync handler, an
+  async one without ``await`` (both served in the link's reader) and an async
+  one that awaits (served by a server task);
 * 64 in flight vs the 1-in-flight rate (target 4x);
 * fire-and-forget and bulk-send msgs/s counted at the receiver (bulk target
   200k msgs/s; the raw pipelined TLS rate is shown beside it);
@@ -228,11 +230,14 @@ async def _interleaved_rr1(cell: Cell, kits: Path, sizes: _Sizes, ports: tuple[i
     rounds (medians), so a load change on a shared machine hits both sides alike."""
     ssl_port, ours_port = ports
     n = max(sizes.rr1 // ROUNDS, 200)
-    runs: dict[str, list[float]] = {"ping_stock": [], "ping_ours": [], "rr1": [], "rr1_sync": []}
+    runs: dict[str, list[float]] = {
+        "ping_stock": [], "ping_ours": [], "rr1": [], "rr1_sync": [], "rr1_await": []
+    }
     for _ in range(ROUNDS):
         runs["ping_stock"].append(await _ping(kits, ssl_port, True, n))
         runs["rr1"].append(await _rr(cell, n, 1))
         runs["rr1_sync"].append(await _rr(cell, n, 1, "echo_sync"))
+        runs["rr1_await"].append(await _rr(cell, n, 1, "echo_await"))
         runs["ping_ours"].append(await _ping(kits, ours_port, False, n))
     return {key: statistics.median(values) for key, values in runs.items()}
 
@@ -273,6 +278,8 @@ def run(quick: bool) -> list[Row]:
             "bare trio.SSLStream ping-pong", base["ping_stock"], ">= 0.8x"),
         Row(GROUP, "request/reply 100 B, 1 in flight (sync handler)", cell["rr1_sync"],
             "req/s", "bare trio.SSLStream ping-pong", base["ping_stock"], ">= 0.8x"),
+        Row(GROUP, "request/reply 100 B, 1 in flight (async handler that awaits)",
+            cell["rr1_await"], "req/s", "bare trio.SSLStream ping-pong", base["ping_stock"]),
         Row(GROUP, "request/reply 100 B, 1 in flight (vs ours)", cell["rr1"], "req/s",
             "bare TLSStream ping-pong", base["ping_ours"]),
         Row(GROUP, "request/reply 100 B, 64 in flight", cell["rr64"], "req/s",

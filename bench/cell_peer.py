@@ -151,6 +151,11 @@ def _echo_sync(msg):
     return msg.payload
 
 
+async def _echo_await(msg):
+    await trio.lowlevel.checkpoint()  # it suspends: served by a server task, not inline
+    return msg.payload
+
+
 async def _ack(msg):
     return None
 
@@ -160,6 +165,7 @@ async def _cell(kit: str, port: int, n_jobs: int) -> None:
     async with Cell("site-1") as site:
         site.register_request_cb(CHANNEL, "echo", _echo)
         site.register_request_cb(CHANNEL, "echo_sync", _echo_sync)
+        site.register_request_cb(CHANNEL, "echo_await", _echo_await)
         site.register_request_cb(CHANNEL, "ack", _ack)
         site.register_request_cb(CHANNEL, "sink", counter.sink)
         site.register_request_cb(CHANNEL, "drain", counter.drain)

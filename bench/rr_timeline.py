@@ -183,7 +183,8 @@ def main() -> None:
         out = str(root / "peer.stamps")
         runs = (("bare TLSStream", lambda: _ping_run(kits, args.n, out)),
                 ("cell, sync", lambda: _cell_run(kits, "echo_sync", args.n, out)),
-                ("cell, async", lambda: _cell_run(kits, "echo", args.n, out)))
+                ("cell, async", lambda: _cell_run(kits, "echo", args.n, out)),
+                ("cell, awaits", lambda: _cell_run(kits, "echo_await", args.n, out)))
         for label, run in runs:
             STAMPS.times, STAMPS.tags = array.array("d"), array.array("b")
             rate = trio.run(run)

@@ -256,7 +256,7 @@ class Delivery(Serving):
             self._stats.error("relay_failed")
 
     async def _on_batch(self, msgs: list[Message]) -> None:
-        """Deliver a batch's messages in order; fire-and-forget ones for a plain sync handler
+        """Deliver a batch's messages in order; fire-and-forget ones for an inline handler
         are handled right here (``_accept``'s fast path, inlined, traffic counted per run)."""
         me, handlers, fnf, stats = self.fqcn, self._handlers, self._fnf, self._stats
         run_channel, run_count, run_bytes = None, 0, 0  # a run of inline messages on one channel
@@ -265,7 +265,7 @@ class Delivery(Serving):
             if headers.get(_MSG_TYPE) == _FNF and not fnf and headers.get(_DESTINATION) == me:
                 channel = headers.get(_CHANNEL)
                 handler = handlers.get((channel, headers.get(_TOPIC)))
-                if handler is not None and not (handler.is_async or handler.blocking):
+                if handler is not None and handler.inline:
                     payload = msg.payload
                     size = len(payload) if type(payload) is bytes else payload_nbytes(payload)
                     if channel != run_channel:
@@ -275,7 +275,7 @@ class Delivery(Serving):
                     run_count += 1
                     run_bytes += size
                     try:
-                        handler.fn(msg)
+                        handler.call(msg)
                     except Exception:
                         log.exception("fire-and-forget handler for %s/%s raised", channel,
                                       headers.get(_TOPIC))
@@ -292,10 +292,11 @@ class Delivery(Serving):
     async def _accept(self, msg: Message, link: Link | None = None) -> None:
         """Handle a message addressed to this cell, without a task switch when it can.
 
-        A request for a plain sync handler is served right here and its reply
+        A request for an inline handler (see :mod:`cellnet._handlers`) is served right here
+        and its reply
         written at once on ``link`` (the link it arrived on, if any) when it
         was alone in its read, else queued; others get a task of their own.  A reply wakes its
-        waiter.  A fire-and-forget message for a plain sync handler runs here
+        waiter.  A fire-and-forget message for an inline handler runs here
         when nothing is queued before it (order is kept); else it is queued
         for the dispatcher task, waiting only when ``fnf_queue`` are queued.
         """
@@ -310,7 +311,7 @@ class Delivery(Serving):
                 link.handoff()
         elif kind == _REQUEST:
             handler = self._handlers.get((channel, headers.get(_TOPIC)))
-            if handler is None or not (handler.is_async or handler.blocking):
+            if handler is None or handler.inline:
                 if handler is None:
                     reply, segments = self._no_handler(msg), None
                 else:
@@ -327,7 +328,7 @@ class Delivery(Serving):
             queue = self._fnf
             if not queue:
                 handler = self._handlers.get((channel, headers.get(_TOPIC)))
-                if handler is not None and not (handler.is_async or handler.blocking):
+                if handler is not None and handler.inline:
                     self._run_fnf_sync(handler, msg)
                     return
             while len(queue) >= self._fnf_queue:

@@ -1,9 +1,10 @@
 """The serving half of a Cell: handlers, replies, pooled server tasks, fire-and-forget.
 
 :class:`Serving` is a mixin of :class:`cellnet._delivery.Delivery` (and so of
-:class:`cellnet.cell.Cell`).  A plain sync handler runs inline in the link's
-reader; async (or blocking) handlers run in pooled server tasks that park
-between requests, since waking a parked task is cheaper than starting one.
+:class:`cellnet.cell.Cell`).  Inline handlers (plain sync ones, and async ones that cannot
+suspend: :mod:`cellnet._handlers`) run in the link's reader; other async (or
+blocking) handlers run in pooled server tasks that park between requests,
+since waking a parked task is cheaper than starting one.
 Replies are encoded once, where they are built, so a bad result fails in the
 handler's context rather than in the link's writer.  Fire-and-forget messages
 are handled in arrival order by one dispatcher task.
@@ -75,9 +76,9 @@ class Serving:
         return reply, encode_message(reply, limits=self._limits)
 
     def _serve_now(self, handler: Any, request: Message) -> tuple[Message, list | None]:
-        """Run a plain sync handler inline; its reply (or the error reply) and segments."""
+        """Run an inline handler here; its reply (or the error reply) and segments."""
         try:
-            return self._checked_reply(request, handler.fn(request))
+            return self._checked_reply(request, handler.call(request))
         except Exception as exc:
             return self._failed(request, exc), None
 
@@ -131,7 +132,7 @@ class Serving:
 
     def _run_fnf_sync(self, handler: Any, msg: Message) -> None:
         try:
-            handler.fn(msg)
+            handler.call(msg)
         except Exception:
             log.exception("fire-and-forget handler for %s/%s raised", msg.channel, msg.topic)
             self._stats.error("handler_exception")
@@ -149,7 +150,7 @@ class Serving:
             if handler is None:
                 self._stats.error("topic_unknown")
                 continue
-            if not (handler.is_async or handler.blocking):
+            if handler.inline:
                 self._run_fnf_sync(handler, msg)
                 continue
             try:

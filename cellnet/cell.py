@@ -45,6 +45,7 @@ import trio.testing
 
 from cellnet import fqcn as _fqcn
 from cellnet._delivery import Delivery, _as_message, _Batch, _name
+from cellnet._handlers import Handler
 from cellnet._stream_cell import StreamEndpoints
 from cellnet._streaming import LinkStreams
 from cellnet.defs import CellReturnCode
@@ -77,13 +78,6 @@ _CHANNEL, _TOPIC, _MSG_TYPE = K.CHANNEL.value, K.TOPIC.value, K.MSG_TYPE.value
 _ORIGIN, _DESTINATION, _HOP_COUNT = K.ORIGIN.value, K.DESTINATION.value, K.HOP_COUNT.value
 _OPTIONAL, _REQ_ID = K.OPTIONAL.value, K.REQ_ID.value
 _REQUEST, _FNF = MessageType.REQUEST.value, MessageType.FIRE_AND_FORGET.value
-
-
-class _Handler:
-    __slots__ = ("blocking", "fn", "is_async")
-
-    def __init__(self, fn: Callable, is_async: bool, blocking: bool) -> None:
-        self.fn, self.is_async, self.blocking = fn, is_async, blocking
 
 
 def _targets(targets: str | Iterable[str]) -> list[str]:
@@ -139,7 +133,7 @@ class Cell(StreamEndpoints, Delivery):
         self._fnf_space = trio.lowlevel.ParkingLot()
         self._links: dict[str, Link] = {}
         self._routes: dict[str, str | None] = {}
-        self._handlers: dict[tuple[str, str], _Handler] = {}
+        self._handlers: dict[tuple[str, str], Handler] = {}
         self._requests = RequestTable(max_pending)
         self._stats = StatsRecorder()
         self._bulk: dict[str, _Batch] = {}
@@ -242,7 +236,9 @@ class Cell(StreamEndpoints, Delivery):
         """Serve ``(channel, topic)`` with ``handler(message)`` (replaces a previous one).
 
         The handler may be async, or sync: a sync handler runs inline unless
-        ``blocking=True``, then in a worker thread (``trio.to_thread``).  It
+        ``blocking=True``, then in a worker thread (``trio.to_thread``); an
+        async one runs in a task of its own, or inline when its code has no
+        ``await``, ``async for`` or ``async with`` (it cannot suspend).  It
         returns the reply payload, or a :class:`Message` whose headers and
         payload form the reply (``RETURN_CODE`` defaults to ``ok``).
         """
@@ -254,9 +250,9 @@ class Cell(StreamEndpoints, Delivery):
         )
         if is_async and blocking:
             raise ValueError("blocking=True is for sync handlers; an async one must not block")
-        self._handlers[key] = _Handler(handler, is_async, blocking)
+        self._handlers[key] = Handler(handler, is_async, blocking)
 
-    async def _call(self, handler: _Handler, msg: Message) -> Any:
+    async def _call(self, handler: Handler, msg: Message) -> Any:
         if handler.is_async:
             return await handler.fn(msg)
         if handler.blocking:

@@ -20,7 +20,9 @@ tasks in :meth:`Link.run`:
   when the stream can write synchronously (``TLSStream.send_segments_nowait``),
   which halves the scheduler passes of a request/reply round trip; the reply
   to a read's only frame does not even wake the writer (a wake is a scheduler
-  pass), frames queued by any other task always do;
+  pass), frames queued by any other task always do; replies to a long read of
+  pipelined requests leave in groups of ``_FLUSH_FRAMES`` as they are made,
+  so the peer works on the first ones while the rest are served;
 * the **heartbeat** (optional) sends PING when nothing arrived for an interval
   and closes the link when the peer stays silent for ``idle_timeout``.  Both
   sides ping, so a link whose cells are busy with long local work stays up as
@@ -56,6 +58,8 @@ __all__ = ["Link", "LinkConfig"]
 log = logging.getLogger("cellnet.link")
 
 FrameHandler = Callable[["Link", Frame], Awaitable[None]]
+#: While handling one read, the reader writes the queued frames once this many wait.
+_FLUSH_FRAMES = 8
 _PING = b"".join(encode_frame(FrameType.PING))
 _PONG = b"".join(encode_frame(FrameType.PONG))
 
@@ -397,6 +401,10 @@ class Link:
                             self._defer = False
                     elif ftype is not FrameType.PONG:  # a PONG only proves the peer is alive
                         await self._on_frame(self, frame)
+                    if len(self._queue) >= _FLUSH_FRAMES:
+                        # requests served inline from a long read: their replies leave in
+                        # groups, so the peer works on the first while we serve the rest
+                        self._write_queued_now()
                     first = False
         finally:
             if self._wake_pending:

@@ -368,3 +368,35 @@ async def test_a_woken_requester_or_server_task_writes_before_the_reader_arms_it
                 reads = [i for i, what in enumerate(log) if what == "read"]
                 assert len(reads) >= 19
                 assert all(log[i + 1] == "write" for i in reads[:19]), log
+
+
+async def test_replies_to_a_long_read_of_requests_leave_in_groups(server_ctx, client_ctx):
+    """Requests served inline from one read: the reader writes their replies every few
+    frames instead of holding all of them until the read is done."""
+    replies: list[int] = []
+    done = trio.Event()
+
+    async def on_reply(link, frame):
+        replies.append(frame.headers["reply"])
+        if len(replies) == 40:
+            done.set()
+
+    async def serve(link, frame):
+        assert link.send_nowait(_reply_frame(frame.headers["n"]))
+
+    with trio.fail_after(10):
+        client, server = await tls_pair(server_ctx, client_ctx)
+        a = Link(client, "b", on_reply, config=QUIET)
+        b = Link(server, "a", serve, config=QUIET)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(b.run)
+            # all 40 requests in one write, before b reads: b handles them from one read
+            assert a.write_now([b"".join(b"".join(_frame(n)) for n in range(40))])
+            await trio.sleep(0.05)
+            nursery.start_soon(a.run)
+            await done.wait()
+            assert replies == list(range(40))
+            assert b.frames_in == 40
+            assert b.writes >= 40 // 8  # groups of eight, not one write at the end
+            a.close("done")
+            b.close("done")
