@@ -88,15 +88,22 @@ def _frame(n: int) -> list:
     return encode_frame(FrameType.MESSAGE, {"n": n}, b"p" * 10)
 
 
-async def test_link_write_now_keeps_order_with_queued_frames(server_ctx, client_ctx):
-    got: list[int] = []
+def _collector(key: str, count: int) -> tuple:
+    """``(on_frame, got, arrived)``: on_frame records ``headers[key]`` of each frame in
+    ``got`` and sets ``arrived`` once ``count`` frames came."""
+    got: list = []
     arrived = trio.Event()
 
     async def on_frame(link, frame):
-        got.append(frame.headers["n"])
-        if len(got) == 5:
+        got.append(frame.headers[key])
+        if len(got) == count:
             arrived.set()
 
+    return on_frame, got, arrived
+
+
+async def test_link_write_now_keeps_order_with_queued_frames(server_ctx, client_ctx):
+    on_frame, got, arrived = _collector("n", 5)
     with trio.fail_after(10):
         client, server = await tls_pair(server_ctx, client_ctx)
         sender = Link(client, "b", on_frame, config=QUIET)
@@ -373,13 +380,7 @@ async def test_a_woken_requester_or_server_task_writes_before_the_reader_arms_it
 async def test_replies_to_a_long_read_of_requests_leave_in_groups(server_ctx, client_ctx):
     """Requests served inline from one read: the reader writes their replies every few
     frames instead of holding all of them until the read is done."""
-    replies: list[int] = []
-    done = trio.Event()
-
-    async def on_reply(link, frame):
-        replies.append(frame.headers["reply"])
-        if len(replies) == 40:
-            done.set()
+    on_reply, replies, done = _collector("reply", 40)
 
     async def serve(link, frame):
         assert link.send_nowait(_reply_frame(frame.headers["n"]))
