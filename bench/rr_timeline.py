@@ -9,8 +9,9 @@ of a round trip::
 
 ``C`` is the requester, ``P`` the peer; ``x.read > x.send`` is that side's own
 processing, ``C.send > P.epoll`` the kernel and wake-up.  It runs the bare
-``TLSStream`` ping-pong and the cell (sync and async handler) the same way, so
-the legs can be compared side by side.  Usage::
+``TLSStream`` ping-pong and the cell (a sync handler, an async one without
+``await``, one that awaits) the same way, so the legs can be compared side by
+side.  Usage::
 
     python bench/rr_timeline.py [--n 4000]
 """
