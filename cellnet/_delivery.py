@@ -292,13 +292,14 @@ class Delivery(Serving):
     async def _accept(self, msg: Message, link: Link | None = None) -> None:
         """Handle a message addressed to this cell, without a task switch when it can.
 
-        A request for an inline handler (see :mod:`cellnet._handlers`) is served right here
-        and its reply
-        written at once on ``link`` (the link it arrived on, if any) when it
-        was alone in its read, else queued; others get a task of their own.  A reply wakes its
-        waiter.  A fire-and-forget message for an inline handler runs here
-        when nothing is queued before it (order is kept); else it is queued
-        for the dispatcher task, waiting only when ``fnf_queue`` are queued.
+        A request for an inline handler (:mod:`cellnet._handlers`) is served
+        right here, and its reply written at once on ``link`` (the link it
+        arrived on, if any) when it was alone in its read, else queued; other
+        requests get a server task, which the reader lets run before it reads
+        on (``Link.handoff``).  A reply wakes its waiter, likewise first.  A
+        fire-and-forget message for an inline handler runs here when nothing
+        is queued before it (order is kept); else it is queued for the
+        dispatcher task, waiting only when ``fnf_queue`` are queued.
         """
         headers = msg.headers
         kind = headers.get(_MSG_TYPE)
@@ -329,7 +330,7 @@ class Delivery(Serving):
             if not queue:
                 handler = self._handlers.get((channel, headers.get(_TOPIC)))
                 if handler is not None and handler.inline:
-                    self._run_fnf_sync(handler, msg)
+                    self._run_fnf_inline(handler, msg)
                     return
             while len(queue) >= self._fnf_queue:
                 await self._fnf_space.park()

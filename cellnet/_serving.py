@@ -130,7 +130,7 @@ class Serving:
             await trio.lowlevel.wait_task_rescheduled(abort)
             request, slot.msg = slot.msg, None  # type: ignore[assignment]
 
-    def _run_fnf_sync(self, handler: Any, msg: Message) -> None:
+    def _run_fnf_inline(self, handler: Any, msg: Message) -> None:
         try:
             handler.call(msg)
         except Exception:
@@ -151,7 +151,7 @@ class Serving:
                 self._stats.error("topic_unknown")
                 continue
             if handler.inline:
-                self._run_fnf_sync(handler, msg)
+                self._run_fnf_inline(handler, msg)
                 continue
             try:
                 await self._call(handler, msg)
