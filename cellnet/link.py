@@ -189,7 +189,7 @@ class Link:
     def send_nowait(self, segments: list) -> bool:
         """Queue a frame if it fits now and nobody waits before it; False otherwise."""
         self._check_open()
-        return self._enqueue_nowait(segments, sum(len(s) for s in segments))
+        return self._enqueue_nowait(segments, sum(map(len, segments)))
 
     def _enqueue_nowait(self, segments: list, nbytes: int) -> bool:
         if self._fifo.locked() or not self._fits(nbytes):
@@ -229,7 +229,7 @@ class Link:
         self._check_open()
         if self._write_nowait is None or not self._idle():
             return False
-        nbytes = sum(len(s) for s in segments)
+        nbytes = sum(map(len, segments))
         if nbytes >= self.config.coalesce_below:
             return False
         if len(segments) > 1:  # one TLS record, not one per segment: half the crypto calls
@@ -277,7 +277,7 @@ class Link:
         segments must not change until written.
         """
         self._check_open()
-        nbytes = sum(len(s) for s in segments)
+        nbytes = sum(map(len, segments))
         if self._enqueue_nowait(segments, nbytes):
             return
         with trio.move_on_after(timeout if timeout is not None else float("inf")) as scope:

@@ -216,6 +216,8 @@ class FrameDecoder:
             raise self._error
         try:
             if self._state == _PREFIX:
+                if self._pos == len(self._buf) and not self._eof:
+                    return NEED_DATA  # all taken: the common end of a read, answered at once
                 frame = self._whole_frame()
                 if frame is not None:
                     return frame
