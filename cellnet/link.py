@@ -29,7 +29,8 @@ tasks in :meth:`Link.run`:
   long as their event loops run.
 
 Backpressure: bytes queued and not yet written (including the batch being
-written) are bounded by ``max_queued_bytes``.  :meth:`Link.send` waits, in
+written) are bounded by ``max_queued_bytes``; a sender that has queued
+``coalesce_below`` bytes or more yields to the writer as it goes.  :meth:`Link.send` waits, in
 FIFO order, until a frame fits (a frame bigger than the bound is admitted
 alone into an empty queue), optionally for at most ``timeout`` seconds before
 raising :class:`LinkBusyError`.  A slow receiver therefore slows its senders
@@ -271,7 +272,11 @@ class Link:
     async def send(self, segments: list, *, timeout: float | None = None) -> None:
         """Queue one encoded frame (its segments), waiting while the queue is full.
 
-        Frames are written in the order their ``send`` calls began.  Raises
+        Frames are written in the order their ``send`` calls began.  Once
+        ``coalesce_below`` bytes or more are queued, it yields (without
+        raising ``Cancelled``: the frame is queued either way), so a task that
+        sends in a loop lets the writer work through the backlog as it grows
+        instead of only when the queue is full.  Raises
         :class:`LinkBusyError` after ``timeout`` seconds without room and
         :class:`LinkClosedError` if the link is or becomes closed.  The
         segments must not change until written.
@@ -279,6 +284,9 @@ class Link:
         self._check_open()
         nbytes = sum(map(len, segments))
         if self._enqueue_nowait(segments, nbytes):
+            if self._queued >= self.config.coalesce_below:
+                # a backlog: let the writer start on it now, not once the queue is full
+                await trio.lowlevel.cancel_shielded_checkpoint()
             return
         with trio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
             async with self._fifo:

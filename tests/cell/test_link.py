@@ -268,3 +268,20 @@ async def test_a_new_link_replaces_the_old_one(autojump_clock):
         assert r.return_code == CellReturnCode.OK
         with pytest.raises(ValueError):
             await server.add_link(trio.testing.memory_stream_pair()[0], "server")
+
+
+async def test_a_sender_in_a_loop_lets_the_writer_work_through_its_backlog(autojump_clock):
+    """``send`` yields once a backlog builds up, so frames leave while a task is still
+    sending in a loop, long before the queue bound would stop it."""
+    left, _right = trio.testing.memory_stream_pair()
+    counting = CountingStream(left)
+    link = Link(counting, "peer", _noop, config=QUIET)
+    frame = encode_message(Message({}, b"x" * 1000))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(link.run)
+        await trio.sleep(0)
+        for _ in range(1000):  # ~1 MB, far below max_queued_bytes (16 MiB)
+            await link.send(frame)
+        assert counting.send_calls >= 10  # the writer ran all along
+        assert link.queued_bytes < QUIET.coalesce_below + 2000
+        link.close()
