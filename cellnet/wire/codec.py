@@ -31,6 +31,7 @@ from cellnet.message import Message
 from cellnet.wire._cbor import loads_exact
 from cellnet.wire.frame import (
     BATCH_COUNT,
+    BATCH_HEADERS,
     Frame,
     FrameFlags,
     FrameType,
@@ -109,41 +110,62 @@ def decode_message(frame: Frame, *, verify_tensors: bool = False) -> Message:
     return _from_wire(frame.headers, payload)
 
 
-def _batch_item(msg: Message) -> list:
+def _batch_item(msg: Message, shared: dict) -> list:
     if type(msg) is not Message and not isinstance(msg, Message):
         raise TypeError(f"expected a Message, got {type(msg).__name__}")
+    headers = msg.headers
+    if headers is shared or headers == shared:
+        headers = None  # the batch's shared headers stand for them
     payload = msg.payload
     if type(payload) is bytes:
-        return [msg.headers, _KIND_BYTES, payload]
+        return [headers, _KIND_BYTES, payload]
     if payload is None:
-        return [msg.headers, _KIND_NONE, None]
+        return [headers, _KIND_NONE, None]
     if isinstance(payload, Mapping):
-        return [msg.headers, _KIND_TENSORS, b"".join(_tensor_segments(payload))]
+        return [headers, _KIND_TENSORS, b"".join(_tensor_segments(payload))]
     if type(payload) is not bytes:  # cbor2 writes a memoryview as an array of ints
         payload = as_byte_view(payload).tobytes()
-    return [msg.headers, _KIND_BYTES, payload]
+    return [headers, _KIND_BYTES, payload]
+
+
+def _text_keys(headers: Any) -> bool:
+    if type(headers) is not dict:
+        return False
+    for key in headers:
+        if type(key) is not str:
+            return False
+    return True
 
 
 def encode_batch(
     msgs: Iterable[Message], *, limits: WireLimits | None = None
 ) -> list[bytes | memoryview]:
-    """Several small Messages as the segments of one BATCH frame (order is kept)."""
-    items = [_batch_item(m) for m in msgs]
-    if not items:
+    """Several small Messages as the segments of one BATCH frame (order is kept).
+
+    The first message's headers go once, in the frame's headers
+    (``BATCH_HEADERS``); each item whose headers equal them carries null
+    instead, so messages that differ only in payload cost their payload."""
+    msgs = list(msgs)
+    if not msgs:
         raise LocalProtocolError("a BATCH frame needs at least one message")
+    shared = getattr(msgs[0], "headers", None)
+    if not _text_keys(shared):
+        shared = {}
+    items = [_batch_item(m, shared) for m in msgs]
     if limits is not None and len(items) > limits.max_batch_count:
         raise LocalProtocolError(
             f"a batch of {len(items)} messages exceeds the limit of {limits.max_batch_count}"
         )
     for item in items:
-        for key in item[0]:
-            if type(key) is not str:
-                raise LocalProtocolError(f"header names must be str, got {key!r}")
+        if item[0] is not None and not _text_keys(item[0]):
+            bad = next(k for k in item[0] if type(k) is not str)
+            raise LocalProtocolError(f"header names must be str, got {bad!r}")
     try:
         body = cbor2.dumps(items)
     except Exception as exc:
         raise LocalProtocolError(f"message headers are not CBOR-serialisable: {exc}") from exc
-    return encode_frame(FrameType.BATCH, {BATCH_COUNT: len(items)}, body, limits=limits)
+    frame_headers = {BATCH_COUNT: len(items), BATCH_HEADERS: shared}
+    return encode_frame(FrameType.BATCH, frame_headers, body, limits=limits)
 
 
 def decode_batch(frame: Frame, *, verify_tensors: bool = False) -> list[Message]:
@@ -151,6 +173,9 @@ def decode_batch(frame: Frame, *, verify_tensors: bool = False) -> list[Message]
     if frame.type is not FrameType.BATCH:
         raise LocalProtocolError(f"decode_batch() needs a BATCH frame, got {frame.type.name}")
     count = frame.headers.get(BATCH_COUNT)
+    shared = frame.headers.get(BATCH_HEADERS)
+    if shared is not None and not _text_keys(shared):
+        raise RemoteProtocolError("BATCH shared headers must be a map with text keys")
     items = loads_exact(frame.payload, "BATCH payload")
     if type(items) is not list or len(items) != count:
         raise RemoteProtocolError(f"BATCH payload is not an array of {count!r} items")
@@ -161,11 +186,10 @@ def decode_batch(frame: Frame, *, verify_tensors: bool = False) -> list[Message]
         headers, kind, body = item
         if type(kind) is not int:
             raise RemoteProtocolError(f"BATCH item {i}: payload kind must be an int")
-        if type(headers) is not dict:
+        if headers is None and shared is not None:
+            headers = dict(shared)  # each message owns its headers (relays change them)
+        elif not _text_keys(headers):
             raise RemoteProtocolError(f"BATCH item {i}: headers must be a map with text keys")
-        for key in headers:
-            if type(key) is not str:
-                raise RemoteProtocolError(f"BATCH item {i}: headers must be a map with text keys")
         if kind == _KIND_BYTES and type(body) is bytes:
             out.append(_from_wire(headers, body))
             continue

@@ -60,6 +60,9 @@ PREFIX_SIZE = PREFIX.size  # 32
 #: Header of a BATCH frame that says how many messages its payload holds
 #: (checked against the limit before the payload is received).
 BATCH_COUNT = "count"
+#: Header of a BATCH frame: the header map its items share; an item whose headers are
+#: exactly these carries null in their place (bulk messages to one hop mostly agree).
+BATCH_HEADERS = "headers"
 
 #: Alignment of payload buffers the decoder allocates (tensor data is 64-byte aligned).
 PAYLOAD_ALIGN = 64

@@ -94,11 +94,38 @@ def test_batch_of_1000_in_order_any_chunking():
         frames += drain(dec)
         pos += step
     (frame,) = frames
-    assert frame.type is FrameType.BATCH and frame.headers == {"count": 1000}
+    assert frame.type is FrameType.BATCH
+    assert frame.headers == {"count": 1000, "headers": msgs[0].headers}
     got = decode_batch(frame)
     assert got == msgs
     assert [m.get_header("seq") for m in got[7:]] == list(range(7, 1000))
     assert decode_messages(frame) == msgs
+
+
+def test_batch_items_with_the_shared_headers_carry_only_their_payload():
+    msgs = [Message.fire_and_forget("ch", "tp", b"%03d" % i) for i in range(300)]
+    msgs[7] = Message.fire_and_forget("ch", "other", b"007")  # differs: its own headers
+    segments = encode_batch(msgs)
+    size = sum(len(s) for s in segments)
+    assert size < 300 * (3 + 8) + 200  # each item: payload and a few bytes of framing
+    got = decode_batch(through_decoder(segments))
+    assert got == msgs
+    got[0].headers["cellnet.hop_count"] = 5  # each message owns its headers
+    assert "cellnet.hop_count" not in got[1].headers
+
+
+@pytest.mark.parametrize(
+    ("shared", "items"),
+    [
+        (None, [[None, 0, None]]),  # null headers but nothing shared
+        (["not", "a map"], [[None, 0, None]]),
+        ({1: "x"}, [[None, 0, None]]),
+    ],
+)
+def test_malformed_batch_shared_headers(shared, items):
+    frame = Frame(FrameType.BATCH, {"count": 1, "headers": shared}, cbor2.dumps(items))
+    with pytest.raises(RemoteProtocolError):
+        decode_batch(frame)
 
 
 def test_encode_batch_rejects():
