@@ -29,12 +29,12 @@ tasks in :meth:`Link.run`:
   long as their event loops run.
 
 Backpressure: bytes queued and not yet written (including the batch being
-written) are bounded by ``max_queued_bytes``; a sender that has queued
-``coalesce_below`` bytes or more yields to the writer as it goes.  :meth:`Link.send` waits, in
+written) are bounded by ``max_queued_bytes``.  :meth:`Link.send` waits, in
 FIFO order, until a frame fits (a frame bigger than the bound is admitted
 alone into an empty queue), optionally for at most ``timeout`` seconds before
-raising :class:`LinkBusyError`.  A slow receiver therefore slows its senders
-instead of growing their memory.
+raising :class:`LinkBusyError`; and once ``coalesce_below`` bytes or more are
+queued it yields, so the writer works through a backlog as it grows.  A slow
+receiver therefore slows its senders instead of growing their memory.
 
 Any protocol violation, a broken stream or a silent peer closes this link
 only: the reason is logged and kept in ``close_reason``, waiting senders get

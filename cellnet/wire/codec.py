@@ -114,7 +114,11 @@ def _batch_item(msg: Message, shared: dict) -> list:
     if type(msg) is not Message and not isinstance(msg, Message):
         raise TypeError(f"expected a Message, got {type(msg).__name__}")
     headers = msg.headers
-    if headers is shared or headers == shared:
+    try:
+        same = headers is shared or headers == shared
+    except Exception:  # a value without plain equality: sent as is (CBOR names any problem)
+        same = False
+    if same:
         headers = None  # the batch's shared headers stand for them
     payload = msg.payload
     if type(payload) is bytes:

@@ -136,6 +136,8 @@ def test_encode_batch_rejects():
     encode_batch([Message()] * 3, limits=WireLimits(max_batch_count=3))
     with pytest.raises(TypeError):
         encode_batch([b"raw"])
+    with pytest.raises(LocalProtocolError, match="CBOR"):  # no plain equality, no CBOR form
+        encode_batch([Message({"a": 1}), Message({"a": np.arange(3)})])
 
 
 @pytest.mark.parametrize(
