@@ -54,7 +54,12 @@ class Handler:
 
     __slots__ = ("blocking", "call", "fn", "inline", "is_async")
 
-    def __init__(self, fn: Callable, is_async: bool, blocking: bool) -> None:
+    def __init__(self, fn: Callable, blocking: bool = False) -> None:
+        is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+            getattr(fn, "__call__", None)  # noqa: B004 - async callable objects
+        )
+        if is_async and blocking:
+            raise ValueError("blocking=True is for sync handlers; an async one must not block")
         self.fn, self.is_async, self.blocking = fn, is_async, blocking
         self.inline = not blocking and (not is_async or never_suspends(fn))
         #: ``call(msg) -> result`` for an inline handler (the plain function when sync)

@@ -33,7 +33,6 @@ is reassembled into an ordinary Message on arrival (see
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 from collections import deque
@@ -245,12 +244,7 @@ class Cell(StreamEndpoints, Delivery):
         key = (_name(channel, "channel"), _name(topic, "topic"))
         if not callable(handler):
             raise TypeError(f"handler must be callable, got {type(handler).__name__}")
-        is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
-            getattr(handler, "__call__", None)  # noqa: B004 - async callable objects
-        )
-        if is_async and blocking:
-            raise ValueError("blocking=True is for sync handlers; an async one must not block")
-        self._handlers[key] = Handler(handler, is_async, blocking)
+        self._handlers[key] = Handler(handler, blocking)
 
     async def _call(self, handler: Handler, msg: Message) -> Any:
         if handler.is_async:

@@ -35,6 +35,7 @@ from cellnet.wire.frame import (
     Frame,
     FrameFlags,
     FrameType,
+    _check_headers,
     aligned_buffer,
     as_byte_view,
     encode_frame,
@@ -162,8 +163,7 @@ def encode_batch(
         )
     for item in items:
         if item[0] is not None and not _text_keys(item[0]):
-            bad = next(k for k in item[0] if type(k) is not str)
-            raise LocalProtocolError(f"header names must be str, got {bad!r}")
+            _check_headers(item[0])  # raises the LocalProtocolError that names the bad key
     try:
         body = cbor2.dumps(items)
     except Exception as exc:

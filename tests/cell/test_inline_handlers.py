@@ -72,11 +72,11 @@ def test_never_suspends_reads_the_bytecode(fn, expected):
 
 
 def test_handler_kinds():
-    assert Handler(sync, False, False).inline
-    assert not Handler(sync, False, True).inline  # blocking: a worker thread
-    assert Handler(plain, True, False).inline
-    assert not Handler(awaits, True, False).inline
-    assert Handler(plain, True, False).call(b"x") == b"x"  # the coroutine, run to its end
+    assert Handler(sync).inline
+    assert not Handler(sync, blocking=True).inline  # blocking: a worker thread
+    assert Handler(plain).inline
+    assert not Handler(awaits).inline
+    assert Handler(plain).call(b"x") == b"x"  # the coroutine, run to its end
 
 
 async def test_an_async_handler_without_await_is_served_in_the_reader_like_a_sync_one(
