@@ -50,6 +50,7 @@ _DESTINATION, _HOP_COUNT = K.DESTINATION.value, K.HOP_COUNT.value
 _ORIGIN, _OPTIONAL, _FROM_CELL = K.ORIGIN.value, K.OPTIONAL.value, K.FROM_CELL.value
 _REQUEST, _REPLY = MessageType.REQUEST.value, MessageType.REPLY.value
 _FNF = MessageType.FIRE_AND_FORGET.value
+_MESSAGE_FRAME, _PLAIN = FrameType.MESSAGE, FrameFlags.NONE
 
 
 def _name(value: Any, what: str) -> str:
@@ -133,10 +134,15 @@ class Delivery(Serving):
             _name(channel, "channel")
         if type(topic) is not str or not topic:
             _name(topic, "topic")
-        if msg is None or type(msg) is bytes:
-            headers: dict[str, Any] = {}
-            payload = msg
-        elif type(msg) is Message:
+        if msg is None or type(msg) is bytes:  # no caller headers: one literal
+            headers: dict[str, Any] = {
+                _CHANNEL: channel, _TOPIC: topic, _MSG_TYPE: kind, _ORIGIN: self.fqcn,
+                _DESTINATION: target, _HOP_COUNT: 0,
+            }
+            if optional:
+                headers[_OPTIONAL] = True
+            return Message._from_wire(headers, msg)
+        if type(msg) is Message:
             headers = dict(msg.headers)
             payload = msg.payload
         else:
@@ -216,13 +222,18 @@ class Delivery(Serving):
             )
 
     async def _on_frame(self, link: Link, frame: Frame) -> None:
-        if frame.type is FrameType.MESSAGE:
+        if frame.type is _MESSAGE_FRAME:
             headers = frame.headers
             if link.origin_site is not None:
-                self._check_origin(link, headers)
-            dest = headers.get(_DESTINATION)
-            if dest == self.fqcn:
-                await self._accept(decode_message(frame), link)
+                origin = headers.get(_ORIGIN)
+                if origin is None or origin != link.trusted_origin:
+                    self._check_origin(link, headers)
+                    link.trusted_origin = origin  # its next messages pass at a glance
+            if headers.get(_DESTINATION) == self.fqcn:
+                if frame.flags is _PLAIN:  # a bytes payload, as received: nothing to decode
+                    await self._accept(Message._from_wire(headers, frame.payload), link)
+                else:
+                    await self._accept(decode_message(frame), link)
             else:
                 await self._relay(headers, frame, None)
         elif frame.type is FrameType.BATCH:
@@ -304,7 +315,9 @@ class Delivery(Serving):
         headers = msg.headers
         kind = headers.get(_MSG_TYPE)
         channel = headers.get(_CHANNEL)
-        self._stats.message_in(channel, payload_nbytes(msg.payload))
+        payload = msg.payload
+        self._stats.message_in(channel, len(payload) if type(payload) is bytes
+                               else payload_nbytes(payload))
         if kind == _REPLY:
             if self._requests.resolve(msg) is None:
                 self._stats.error("late_reply")

@@ -21,12 +21,13 @@ from cellnet.defs import CellReturnCode
 from cellnet.message import Message, MessageHeaderKey
 from cellnet.requests import Reason, error_reply, reply_from_result
 from cellnet.stats import payload_nbytes
-from cellnet.wire.codec import encode_message
+from cellnet.wire.codec import encode_message, encode_small_message
 
 __all__ = ["Serving"]
 
 log = logging.getLogger("cellnet.cell")
 _HOP_COUNT = MessageHeaderKey.HOP_COUNT.value
+_OK = CellReturnCode.OK.value
 
 
 class _Slot:
@@ -69,6 +70,12 @@ class Serving:
     def _checked_reply(self, request: Message, result: Any) -> tuple[Message, list | None]:
         """The reply for a handler's result, encoded here (a bad one fails now, not in the
         writer) once: the segments are what the link sends."""
+        if result is None or type(result) is bytes:  # a plain payload: the common small reply
+            reply = request.reply(_OK, result)
+            reply.headers[_HOP_COUNT] = 0
+            if result is None or len(result) <= self.link_config.stream_threshold:
+                return reply, encode_small_message(reply.headers, result, self._limits)
+            return reply, None
         reply = reply_from_result(request, result)
         reply.headers[_HOP_COUNT] = 0
         if payload_nbytes(reply.payload) > self.link_config.stream_threshold:

@@ -65,7 +65,7 @@ from cellnet.requests import (
 )
 from cellnet.routing import MAX_HOPS
 from cellnet.stats import CellStatistics, StatsRecorder, payload_nbytes
-from cellnet.wire.codec import encode_message
+from cellnet.wire.codec import encode_message, encode_small_message
 
 __all__ = ["Cell", "connect_in_process"]
 
@@ -139,6 +139,7 @@ class Cell(StreamEndpoints, Delivery):
         self._serving = 0  # requests being served by handler tasks
         self._idle_servers: list = []  # parked server tasks (see Delivery._dispatch)
         self._timer = trio.CancelScope()  # the request timer's sleep (see Delivery)
+        self._now: Callable[[], float] = trio.current_time  # the run's clock, once running
         self._nursery: trio.Nursery | None = None
         self._nursery_cm: Any = None
 
@@ -151,6 +152,7 @@ class Cell(StreamEndpoints, Delivery):
             raise RuntimeError(f"cell {self.fqcn} is already running (or has run)")
         self._nursery_cm = trio.open_nursery()
         self._nursery = await self._nursery_cm.__aenter__()
+        self._now = trio.lowlevel.current_clock().current_time  # trio.current_time, one call
         self._nursery.start_soon(self._fnf_dispatcher)
         self._nursery.start_soon(self._request_timer)
         return self
@@ -322,8 +324,9 @@ class Cell(StreamEndpoints, Delivery):
         request = self._stamp(_REQUEST, target, channel, topic, msg, optional)
         hop = self._hop(target)
         event = trio.Event()
-        now = trio.current_time()
-        pending = self._requests.add(target, hop, now, event.set, now + timeout)
+        now = self._now()
+        requests = self._requests
+        pending = requests.add(target, hop, now, event.set, now + timeout)
         if now + timeout < self._timer.deadline:
             self._timer.deadline = now + timeout  # the request timer wakes sooner
         request.headers[_REQ_ID] = pending.req_id
@@ -333,7 +336,16 @@ class Cell(StreamEndpoints, Delivery):
                     request, _COMM, Reason.NO_ROUTE, f"{self.fqcn} has no route to {target}"
                 )
             try:  # alone in flight: write it now, else let the writer coalesce
-                await self._send_via(hop, request, timeout, urgent=len(self._requests) == 1)
+                link = self._links.get(hop)
+                if link is not None and (msg is None or (
+                    type(msg) is bytes and len(msg) <= link.config.stream_threshold
+                )):  # the common small request: one buffer, straight onto its link
+                    segments = encode_small_message(request.headers, msg, self._limits)
+                    if not (len(requests) == 1 and link.write_now(segments)):
+                        await link.send(segments, timeout=timeout)
+                    self._stats.message_out(channel, len(msg) if msg is not None else 0)
+                else:
+                    await self._send_via(hop, request, timeout, urgent=len(requests) == 1)
             except LinkClosedError as exc:
                 pending.complete(error_reply(request, _COMM, Reason.LINK_CLOSED, str(exc)))
             except LinkBusyError:  # no room on the link for the whole timeout
@@ -342,7 +354,7 @@ class Cell(StreamEndpoints, Delivery):
             reply = pending.reply
             if reply is None:
                 reply = timeout_reply(pending, channel, topic, timeout)
-            self._stats.latency.add(trio.current_time() - pending.started)
+            self._stats.latency.add(self._now() - pending.started)
             if reply.return_code != _OK:
                 self._stats.error(f"request:{reply.return_code}")
             return reply

@@ -62,6 +62,7 @@ FrameHandler = Callable[["Link", Frame], Awaitable[None]]
 #: While handling one read, the reader writes the queued frames once this many wait.
 _FLUSH_FRAMES = 8
 _PING = b"".join(encode_frame(FrameType.PING))
+_MESSAGE, _PING_T = FrameType.MESSAGE, FrameType.PING
 _PONG = b"".join(encode_frame(FrameType.PONG))
 
 
@@ -139,7 +140,10 @@ class Link:
         #: the owner's per-link stream state (a Cell puts a ``cellnet._streaming.LinkStreams``)
         self.streams: object | None = None
         self.finished = trio.Event()
-        self.last_received = trio.current_time()
+        self._now = trio.lowlevel.current_clock().current_time  # trio.current_time, one call
+        self.last_received = self._now()
+        #: the last message origin the owner found this peer may send (its check's cache)
+        self.trusted_origin: str | None = None
         #: counters: frames queued, bytes written, ``send_all`` calls, frames received
         self.frames_out = 0
         self.bytes_out = 0
@@ -360,8 +364,13 @@ class Link:
 
     async def _reader(self) -> str:
         decoder = self._decoder
+        next_frame = decoder.next_frame
+        on_frame = self._on_frame
+        now = self._now
         read_size = self.config.read_size
+        receive_some = self.stream.receive_some
         receive_into = getattr(self.stream, "receive_into", None)
+        lone_writes = self._write_nowait is not None  # a lone message's reply may skip the writer
         self._reader_task = trio.lowlevel.current_task()
         try:
             while True:
@@ -369,20 +378,21 @@ class Link:
                 into = decoder.get_buffer() if receive_into is not None else None
                 if into is not None and into.nbytes:
                     n = await receive_into(into)
-                    self.last_received = trio.current_time()
+                    self.last_received = now()
                     if n:
                         decoder.buffer_updated(n)
                     else:
                         decoder.receive_data(b"")
                 else:
-                    data = await self.stream.receive_some(read_size)
-                    self.last_received = trio.current_time()
+                    data = await receive_some(read_size)
+                    self.last_received = now()
                     decoder.receive_data(data)
                 first = True
                 while True:
-                    frame = decoder.next_frame()
+                    frame = next_frame()
                     if frame is NEED_DATA:
-                        self._write_queued_now()  # e.g. the replies of inline-served requests
+                        if self._queue or self._wake_pending:
+                            self._write_queued_now()  # e.g. the replies of inline-served requests
                         if self._handoff:
                             self._handoff = False
                             # the woken task runs first (its step is the round trip's critical
@@ -395,20 +405,23 @@ class Link:
                     if frame is CLOSED:
                         return "peer closed the stream"
                     ftype = frame.type
-                    if ftype is FrameType.PING:
+                    if ftype is _MESSAGE:
+                        if first and lone_writes:
+                            # a lone message's reply may skip the writer (see _enqueue); what
+                            # is queued by then is written or handed to the writer at NEED_DATA
+                            self._defer = True
+                            try:
+                                await on_frame(self, frame)
+                            finally:
+                                self._defer = False
+                        else:
+                            await on_frame(self, frame)
+                    elif ftype is _PING_T:
                         self._send_control(_PONG)
                     elif ftype is FrameType.GOAWAY:
                         return f"peer said goodbye: {frame.headers.get('reason', 'no reason')}"
-                    elif ftype is FrameType.MESSAGE and first and self._write_nowait is not None:
-                        # a lone message's reply may skip the writer (see _enqueue); whatever
-                        # is queued by then is written or handed to the writer at NEED_DATA
-                        self._defer = True
-                        try:
-                            await self._on_frame(self, frame)
-                        finally:
-                            self._defer = False
                     elif ftype is not FrameType.PONG:  # a PONG only proves the peer is alive
-                        await self._on_frame(self, frame)
+                        await on_frame(self, frame)
                     if len(self._queue) >= _FLUSH_FRAMES:
                         # requests served inline from a long read: their replies leave in
                         # groups, so the peer works on the first while we serve the rest

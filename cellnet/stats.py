@@ -127,7 +127,9 @@ class StatsRecorder:
         return row
 
     def message_in(self, channel: Any, nbytes: int) -> None:
-        row = self._row(channel)
+        row = self._channels.get(channel) if type(channel) is str else None
+        if row is None:
+            row = self._row(channel)
         row[0] += 1
         row[1] += nbytes
 
@@ -138,7 +140,9 @@ class StatsRecorder:
         row[1] += nbytes
 
     def message_out(self, channel: Any, nbytes: int) -> None:
-        row = self._row(channel)
+        row = self._channels.get(channel) if type(channel) is str else None
+        if row is None:
+            row = self._row(channel)
         row[2] += 1
         row[3] += nbytes
 

@@ -28,10 +28,13 @@ import cbor2
 from cellnet._torch import as_numpy_tensors
 from cellnet.errors import CellnetError, LocalProtocolError, RemoteProtocolError
 from cellnet.message import Message
+from cellnet.native import ffi, lib
+from cellnet.native._status import check
 from cellnet.wire._cbor import loads_exact
 from cellnet.wire.frame import (
     BATCH_COUNT,
     BATCH_HEADERS,
+    PREFIX_SIZE,
     Frame,
     FrameFlags,
     FrameType,
@@ -42,7 +45,14 @@ from cellnet.wire.frame import (
 )
 from cellnet.wire.limits import WireLimits
 
-__all__ = ["decode_batch", "decode_message", "decode_messages", "encode_batch", "encode_message"]
+__all__ = [
+    "decode_batch",
+    "decode_message",
+    "decode_messages",
+    "encode_batch",
+    "encode_message",
+    "encode_small_message",
+]
 
 _KIND_NONE, _KIND_BYTES, _KIND_TENSORS = 0, 1, 2
 _NONE_FLAG = FrameFlags.NONE
@@ -50,6 +60,10 @@ _NO_PAYLOAD_FLAG = FrameFlags.NO_PAYLOAD
 _TENSOR_FLAG = FrameFlags.TENSOR_PAYLOAD
 _MESSAGE = FrameType.MESSAGE
 _from_wire = Message._from_wire
+_dumps = cbor2.dumps
+_seal = lib.cn_frame_seal
+_from_buffer = ffi.from_buffer
+_NULL = ffi.NULL
 
 
 def _pack():
@@ -84,6 +98,39 @@ def encode_message(msg: Message, *, limits: WireLimits | None = None) -> list[by
     else:
         flags, body = _NONE_FLAG, payload
     return encode_frame(_MESSAGE, msg.headers, body, flags=flags, limits=limits)
+
+
+def encode_small_message(headers: dict, payload: bytes | None, limits: WireLimits) -> list:
+    """A MESSAGE frame whose payload is ``bytes`` or None, as one buffer (prefix, headers and
+    payload together: one TLS record, no join later).
+
+    The request/reply fast path: ``headers`` is a map this runtime built (text
+    keys, not re-checked); anything else goes through :func:`encode_message`.
+    """
+    try:
+        hdr = _dumps(headers)
+    except Exception as exc:
+        raise LocalProtocolError(f"headers are not CBOR-serialisable: {exc}") from exc
+    if len(hdr) > limits.max_header_bytes:
+        raise LocalProtocolError(
+            f"headers take {len(hdr)} bytes, the limit is {limits.max_header_bytes}"
+        )
+    buf = bytearray(PREFIX_SIZE)
+    buf += hdr
+    head_len = len(buf)
+    if payload is None:
+        status = _seal(_from_buffer(buf), head_len, _MESSAGE, _NO_PAYLOAD_FLAG, 0, _NULL, 0, 0)
+    else:
+        plen = len(payload)
+        if plen > limits.max_payload_bytes:
+            raise LocalProtocolError(
+                f"payload has {plen} bytes, the limit is {limits.max_payload_bytes}"
+            )
+        buf += payload
+        status = _seal(_from_buffer(buf), head_len, _MESSAGE, _NONE_FLAG, plen, payload, plen, 0)
+    if status:
+        check(status, "frame seal")
+    return [buf]
 
 
 def decode_message(frame: Frame, *, verify_tensors: bool = False) -> Message:
