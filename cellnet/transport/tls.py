@@ -121,7 +121,9 @@ class TLSStream(trio.abc.Stream):
         self._unsent = memoryview(b"")
         self._reads = 0
         self._send_lock = trio.StrictFIFOLock()
-        self._recv_lock = trio.Lock()
+        # a lock that is not tied to its holder (trio.Lock registers and unregisters the owner
+        # on every acquire, which costs more than the uncontended read it guards)
+        self._recv_lock = trio.Semaphore(1, max_value=1)
         self._handshake_lock = trio.Lock()
         self._send_conflict = _Conflict("another task is sending on this TLSStream")
         self._recv_conflict = _Conflict("another task is receiving on this TLSStream")
@@ -210,7 +212,7 @@ class TLSStream(trio.abc.Stream):
     async def _read_transport(self) -> None:
         """Read one chunk of ciphertext into the incoming BIO (EOF -> ``write_eof``); when
         uncontended, exactly one checkpoint (the wait, or one after an instant read)."""
-        if self._raw is not None and not self._recv_lock.locked():
+        if self._raw is not None and self._recv_lock.value:
             await trio.lowlevel.checkpoint_if_cancelled()
             self._recv_lock.acquire_nowait()
             try:
@@ -343,9 +345,7 @@ class TLSStream(trio.abc.Stream):
         except ssl.SSLZeroReturnError:
             self._eof = True
         except ssl.SSLError as exc:
-            self._break()
-            auth = _auth_failure(exc) if not isinstance(exc, ssl.SSLEOFError) else None
-            err: BaseException = auth or trio.BrokenResourceError(f"TLS stream failed: {exc}")
+            err = self._read_failed(exc)
             err.__cause__ = exc
             if not n:
                 raise err from exc
@@ -400,6 +400,10 @@ class TLSStream(trio.abc.Stream):
             if max_bytes < 1:
                 raise ValueError("max_bytes must be >= 1")
         limit = max_bytes or self._read_size
+        if self._handshook and self._raw is not None and self._recv_lock.value:
+            data = await self._receive_records(limit)
+            if data is not None:
+                return data
         read = False
         with self._recv_conflict:
             self._check()
@@ -413,6 +417,71 @@ class TLSStream(trio.abc.Stream):
         n = await self._receive_into(memoryview(buf), checkpointed=read)
         del buf[n:]
         return buf
+
+    async def _receive_records(self, limit: int) -> bytes | None:
+        """``receive_some``'s common case over a socket: whole records decrypted as ``bytes``
+        (one OpenSSL call for a lone record, no buffer to allocate and trim); None, having
+        taken nothing, when the general path must decide (end of stream, an error pending,
+        a record not yet complete)."""
+        incoming, sslobj = self._incoming, self._ssl
+        with self._recv_conflict:
+            self._check()
+            waited = False
+            while not (incoming.pending or sslobj.pending()):
+                if self._eof or incoming.eof or self._pending_exc is not None:
+                    return None
+                await self._read_transport()  # exactly one checkpoint (see there)
+                waited = True
+            if not waited:
+                await trio.lowlevel.checkpoint_if_cancelled()  # cancelled: nothing taken
+            try:
+                data = sslobj.read(limit)
+            except ssl.SSLWantReadError:
+                return None  # only part of a record is here: nothing was taken
+            except ssl.SSLZeroReturnError:
+                self._eof = True
+                data = b""
+            except ssl.SSLError as exc:
+                raise self._read_failed(exc) from exc
+            if not data:  # close_notify, reported as a 0-byte read
+                self._eof = True
+            elif len(data) < limit and (incoming.pending or sslobj.pending()):
+                data = self._more_records(data, limit)
+            # bytes are taken now: nothing below may be cancelled, or they would be lost
+            if self._outgoing.pending and not self._send_lock.locked():
+                with trio.CancelScope(shield=True) as shield:  # a key-update answer produced
+                    shield.deadline = trio.current_time() + _FLUSH_AFTER_READ_S  # by reading
+                    await self._flush()
+            if not waited:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            return data
+
+    def _more_records(self, first: bytes, limit: int) -> bytes:
+        """``first`` and the plaintext of the records buffered behind it, up to ``limit``."""
+        parts, n = [first], len(first)
+        incoming, sslobj = self._incoming, self._ssl
+        try:
+            while n < limit and (incoming.pending or sslobj.pending()):
+                more = sslobj.read(limit - n)
+                if not more:
+                    self._eof = True
+                    break
+                parts.append(more)
+                n += len(more)
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLZeroReturnError:
+            self._eof = True
+        except ssl.SSLError as exc:  # reported by the next receive, after these bytes
+            self._pending_exc = self._read_failed(exc)
+            self._pending_exc.__cause__ = exc
+        return b"".join(parts)
+
+    def _read_failed(self, exc: ssl.SSLError) -> BaseException:
+        """The error a failed decrypt becomes (the stream is broken from now on)."""
+        self._break()
+        auth = _auth_failure(exc) if not isinstance(exc, ssl.SSLEOFError) else None
+        return auth or trio.BrokenResourceError(f"TLS stream failed: {exc}")
 
     def _buffered(self) -> int:
         return self._ssl.pending() + self._incoming.pending

@@ -39,6 +39,7 @@ anything) fails just that stream.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -99,6 +100,12 @@ _TYPES = {int(t): t for t in FrameType}
 _BATCH = FrameType.BATCH
 _STREAM_DATA = FrameType.STREAM_DATA
 _unpack_prefix = PREFIX.unpack_from
+#: The prefix with magic and version as one 3-byte field (one comparison on the fast path).
+_unpack_whole = struct.Struct("<3sBHHIIQII").unpack_from
+_HEAD = MAGIC + bytes([VERSION])
+#: Flag values of a payload the fast path takes as bytes (a tensor pack needs its own buffer).
+_INLINE_FLAGS = {int(f): f for f in (FrameFlags.NONE, FrameFlags.NO_PAYLOAD)}
+_is_str = str.__instancecheck__
 _verify = lib.cn_frame_verify
 _from_buffer = ffi.from_buffer
 _loads = cbor2.loads
@@ -313,19 +320,17 @@ class FrameDecoder:
         avail = len(buf) - pos
         if avail < PREFIX_SIZE:
             return None
-        magic, version, ftype, bits, reserved, hlen, _, plen, _, _ = _unpack_prefix(buf, pos)
+        head, ftype, bits, reserved, hlen, _, plen, _, _ = _unpack_whole(buf, pos)
         end = PREFIX_SIZE + hlen + plen
         ftype = _TYPES.get(ftype)
-        flags = _FLAG_VALUES.get(bits)
+        flags = _INLINE_FLAGS.get(bits)  # None for a tensor payload (aligned buffer) or bad bits
         if (
             end > avail
-            or plen >= self._large
-            or bits & _TENSOR
             or flags is None
             or ftype is None
+            or head != _HEAD
             or reserved
-            or magic != MAGIC
-            or version != VERSION
+            or plen >= self._large
             or hlen > self._max_header
             or plen > self._max_payload
             or _verify(buf if type(buf) is bytes else _from_buffer(buf), pos, avail)
@@ -345,11 +350,8 @@ class FrameDecoder:
                 headers = _loads(hdr)
             except Exception as exc:  # well-formed CBOR (checked) that cbor2 cannot decode
                 raise RemoteProtocolError(f"malformed CBOR in frame headers: {exc}") from exc
-            if type(headers) is not dict:
+            if type(headers) is not dict or not all(map(_is_str, headers)):
                 return None  # the step-by-step path names the error
-            for key in headers:
-                if type(key) is not str:
-                    return None
         else:
             headers = {}
         if ftype is _BATCH:
