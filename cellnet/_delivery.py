@@ -319,10 +319,13 @@ class Delivery(Serving):
         self._stats.message_in(channel, len(payload) if type(payload) is bytes
                                else payload_nbytes(payload))
         if kind == _REPLY:
-            if self._requests.resolve(msg) is None:
+            req = self._requests.resolve(msg)
+            if req is None:
                 self._stats.error("late_reply")
-            elif link is not None:
-                link.handoff()
+            elif link is not None and req.waiting:
+                # the requester runs next (it was parked on the reply, so the wake makes it
+                # run and hand the reader back); the reader reads on after it
+                req.hand_back = link.handback()
         elif kind == _REQUEST:
             handler = self._handlers.get((channel, headers.get(_TOPIC)))
             if handler is None or handler.inline:

@@ -350,6 +350,7 @@ class Cell(StreamEndpoints, Delivery):
                 pending.complete(error_reply(request, _COMM, Reason.LINK_CLOSED, str(exc)))
             except LinkBusyError:  # no room on the link for the whole timeout
                 event.set()
+            pending.waiting = True
             await event.wait()
             reply = pending.reply
             if reply is None:
@@ -360,6 +361,8 @@ class Cell(StreamEndpoints, Delivery):
             return reply
         finally:
             self._requests.discard(pending.req_id)
+            if pending.hand_back is not None:  # the reader that woke us waits for this
+                pending.hand_back()
 
     async def broadcast_request(
         self,

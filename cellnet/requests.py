@@ -65,7 +65,7 @@ class Reason:
 class PendingRequest:
     """One request waiting for its reply."""
 
-    __slots__ = ("hop", "reply", "req_id", "started", "target", "wake")
+    __slots__ = ("hand_back", "hop", "reply", "req_id", "started", "target", "waiting", "wake")
 
     def __init__(
         self, req_id: int, target: str, hop: str | None, started: float, wake: Callable[[], Any]
@@ -76,6 +76,11 @@ class PendingRequest:
         self.started = started
         self.wake = wake
         self.reply: Message | None = None
+        #: the requester is parked on ``wake`` (so a wake surely makes it run)
+        self.waiting = False
+        #: set with the reply when the link's reader waits for the requester: call it once
+        #: the reply is taken (``Link.handback``)
+        self.hand_back: Callable[[], None] | None = None
 
     @property
     def done(self) -> bool:

@@ -150,3 +150,52 @@ async def test_a_raising_async_handler_does_not_lose_its_server_task(autojump_cl
             assert r.return_code == CellReturnCode.PROCESS_EXCEPTION
         assert len(site._idle_servers) == 1
         assert site.statistics().errors["handler_exception"] == 3
+
+
+async def test_the_reader_waits_for_the_requester_it_woke_and_always_gets_back():
+    """Link.handback: after a reply wakes its requester, the link's reader reads on only once
+    that requester hands it back -- also when the requester is cancelled as its reply lands."""
+    async with pair() as (server, site):
+        link, _ = await connect_in_process(server, site)
+        site.register_request_cb("ch", "echo", lambda msg: msg.payload)
+        resolve = server._requests.resolve
+        held = []
+
+        def resolve_then_cancel(msg):
+            req = resolve(msg)
+            scope.cancel()  # the requester is cancelled in the very step its reply arrives
+            return req
+
+        def handback():
+            held.append(link._held)  # asked from on_frame: the reader does not wait yet
+            return handback_of_link()
+
+        handback_of_link = link.handback
+        link.handback = handback
+
+        with trio.fail_after(5):
+            with trio.CancelScope() as scope:
+                server._requests.resolve = resolve_then_cancel
+                await server.send_request("site-1", "ch", "echo", b"a")
+            server._requests.resolve = resolve
+            held.clear()
+            for n in range(3):  # the reader came back: the link still carries requests
+                reply = await server.send_request("site-1", "ch", "echo", b"%d" % n)
+                assert reply.return_code == CellReturnCode.OK and reply.payload == b"%d" % n
+        assert held == [None] * 3  # each reply: held once, and handed back before the next
+        assert link._held is None and not link._hold
+
+
+async def test_a_reply_whose_requester_is_not_parked_on_it_does_not_hold_the_reader():
+    """A reply can land while its requester is still inside the send (say, a streamed
+    request); the requester may then wait on the reader itself, so nothing is held."""
+    async with pair() as (server, site):
+        link, _ = await connect_in_process(server, site)
+        event = trio.Event()
+        pending = server._requests.add("site-1", "site-1", trio.current_time(), event.set)
+        reply = site._no_handler(server._stamp("req", "site-1", "ch", "t", b"", False))
+        reply.headers["cellnet.req_id"] = pending.req_id
+        await server._accept(reply, link)
+        assert event.is_set() and pending.reply is reply
+        assert not link._hold and pending.hand_back is None
+        server._requests.discard(pending.req_id)
