@@ -71,6 +71,8 @@ WRITE_SIZE = 512 * 1024
 FLUSH_SIZE = 1 * MiB
 
 _OK, _BROKEN, _CLOSED = "ok", "broken", "closed"
+_wait_readable = trio.lowlevel.wait_readable
+_PLAIN = (bytes, bytearray)
 
 
 class TLSStream(trio.abc.Stream):
@@ -108,7 +110,7 @@ class TLSStream(trio.abc.Stream):
         # receive tries it at once and waits on it only when it would block (one checkpoint)
         raw = getattr(sock, "_sock", None)
         self._raw = raw if isinstance(raw, socket.socket) else None
-        self._rbuf = bytearray(read_size) if self._raw is not None else None
+        self._rview = memoryview(bytearray(read_size)) if self._raw is not None else None
         self._drained = False  # the last read emptied the socket
         self._read_size = read_size
         self._write_size = write_size
@@ -177,11 +179,23 @@ class TLSStream(trio.abc.Stream):
     def _write_out(self) -> bool:
         """Write outgoing ciphertext while the socket takes it, synchronously; True: all out."""
         send = self._raw.send  # type: ignore[union-attr]
+        outgoing = self._outgoing
         while True:
             if not self._unsent:
-                if not self._outgoing.pending:
+                if not outgoing.pending:
                     return True
-                self._unsent = memoryview(self._outgoing.read())
+                data = outgoing.read()
+                try:
+                    sent = send(data)
+                except BlockingIOError:
+                    self._unsent = memoryview(data)
+                    return False
+                except OSError as exc:
+                    self._unsent = memoryview(data)
+                    raise self._transport_error(exc) from exc
+                if sent < len(data):
+                    self._unsent = memoryview(data)[sent:]
+                continue
             try:
                 sent = send(self._unsent)
             except BlockingIOError:
@@ -247,35 +261,30 @@ class TLSStream(trio.abc.Stream):
     async def _read_raw(self) -> bool:
         """One read from the stdlib socket, waiting if it has nothing (receive lock held); True
         if it waited.  If the last read emptied the socket, wait first: spares a failing recv."""
-        raw, buf = self._raw, self._rbuf
-        assert raw is not None and buf is not None
+        raw = self._raw
+        assert raw is not None and self._rview is not None
         waited = self._drained
-        if waited:
-            await self._wait_readable()
         while True:
+            if waited:
+                try:
+                    await _wait_readable(raw)
+                except trio.ClosedResourceError:
+                    self._check()
+                    raise
             try:
-                n = raw.recv_into(buf)
+                n = raw.recv_into(self._rview)
                 break
             except BlockingIOError:
-                pass
+                waited = True
             except OSError as exc:
                 raise self._transport_error(exc) from exc
-            await self._wait_readable()
-            waited = True
-        self._drained = 0 < n < len(buf)
+        self._drained = 0 < n < self._read_size
         if n:
-            self._incoming.write(memoryview(buf)[:n])
+            self._incoming.write(self._rview[:n])
         else:
             self._incoming.write_eof()
         self._reads += 1
         return waited
-
-    async def _wait_readable(self) -> None:
-        try:
-            await trio.lowlevel.wait_readable(self._raw)
-        except trio.ClosedResourceError:
-            self._check()
-            raise
 
     # ---- handshake -----------------------------------------------------
 
@@ -427,12 +436,16 @@ class TLSStream(trio.abc.Stream):
         with self._recv_conflict:
             self._check()
             waited = False
-            while not (incoming.pending or sslobj.pending()):
+            if not (incoming.pending or sslobj.pending()):
                 if self._eof or incoming.eof or self._pending_exc is not None:
                     return None
-                await self._read_transport()  # exactly one checkpoint (see there)
-                waited = True
-            if not waited:
+                lock = self._recv_lock
+                lock.acquire_nowait()
+                try:
+                    waited = await self._read_raw()
+                finally:
+                    lock.release()
+            if not waited:  # (a wait is this call's checkpoint; else take one before reading)
                 await trio.lowlevel.checkpoint_if_cancelled()  # cancelled: nothing taken
             try:
                 data = sslobj.read(limit)
@@ -533,7 +546,10 @@ class TLSStream(trio.abc.Stream):
         if (self._raw is None or not self._handshook or self._unsent or self._outgoing.pending
                 or self._send_lock.locked() or self._send_conflict.busy):
             raise trio.WouldBlock
-        views = [_byte_view(seg, "segment") for seg in segments]
+        if type(segments) is list and len(segments) == 1 and type(segments[0]) in _PLAIN:
+            views = segments  # one plain buffer (a link's small frame): nothing to check
+        else:
+            views = [_byte_view(seg, "segment") for seg in segments]
         self._check()
         step, write = self._write_size, self._ssl.write
         for view in views:  # synchronous throughout: no lock needed

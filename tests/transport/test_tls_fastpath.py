@@ -324,21 +324,29 @@ async def test_cell_serves_a_lone_sync_request_and_writes_its_reply_from_the_rea
 
 
 async def test_a_woken_requester_or_server_task_writes_before_the_reader_arms_its_next_read(
-    server_ctx, client_ctx
+    server_ctx, client_ctx, monkeypatch
 ):
     """Link.handoff: the task a read woke (a requester given its reply, a server task given a
     request) writes its next frame before that reader waits on the socket again."""
     from cellnet.cell import Cell
+    from cellnet.transport import tls
 
     async def later(msg):  # async: served in a server task, which the reader wakes
         return bytes(msg.payload)
 
-    def log_io(stream, log):
-        wait, read, write = stream._wait_readable, stream._read_raw, stream._write_out
+    logs = {}  # the socket a stream waits on -> that stream's log
+    wait = tls._wait_readable
 
-        async def logged_wait():
-            log.append("arm")
-            await wait()
+    async def logged_wait(sock):
+        if sock in logs:
+            logs[sock].append("arm")
+        await wait(sock)
+
+    monkeypatch.setattr(tls, "_wait_readable", logged_wait)
+
+    def log_io(stream, log):
+        read, write = stream._read_raw, stream._write_out
+        logs[stream._raw] = log
 
         async def logged_read():
             waited = await read()
@@ -349,8 +357,7 @@ async def test_a_woken_requester_or_server_task_writes_before_the_reader_arms_it
             log.append("write")
             return write()
 
-        stream._wait_readable, stream._read_raw = logged_wait, logged_read
-        stream._write_out = logged_write
+        stream._read_raw, stream._write_out = logged_read, logged_write
 
     with trio.fail_after(10):
         client, server = await tls_pair(server_ctx, client_ctx)
