@@ -139,6 +139,7 @@ class Cell(StreamEndpoints, Delivery):
         self._serving = 0  # requests being served by handler tasks
         self._idle_servers: list = []  # parked server tasks (see Delivery._dispatch)
         self._timer = trio.CancelScope()  # the request timer's sleep (see Delivery)
+        self._timer_at = math.inf  # its deadline
         self._now: Callable[[], float] = trio.current_time  # the run's clock, once running
         self._nursery: trio.Nursery | None = None
         self._nursery_cm: Any = None
@@ -292,7 +293,7 @@ class Cell(StreamEndpoints, Delivery):
         requests = self._requests
         while True:
             with trio.CancelScope(deadline=requests.next_deadline()) as scope:
-                self._timer = scope
+                self._timer, self._timer_at = scope, scope.deadline
                 await trio.sleep_forever()
             requests.expire(trio.current_time())
 
@@ -327,8 +328,8 @@ class Cell(StreamEndpoints, Delivery):
         now = self._now()
         requests = self._requests
         pending = requests.add(target, hop, now, event.set, now + timeout)
-        if now + timeout < self._timer.deadline:
-            self._timer.deadline = now + timeout  # the request timer wakes sooner
+        if now + timeout < self._timer_at:  # (the scope's deadline, kept: a property is slow)
+            self._timer.deadline = self._timer_at = now + timeout  # the timer wakes sooner
         request.headers[_REQ_ID] = pending.req_id
         try:
             if hop is None:

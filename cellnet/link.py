@@ -233,10 +233,11 @@ class Link:
         (``coalesce_below``) or the stream cannot write synchronously now; the
         caller then uses :meth:`send`.  Not a checkpoint.
         """
-        self._check_open()
-        if self._write_nowait is None or not self._idle():
-            return False
-        nbytes = sum(map(len, segments))
+        if self._closed:
+            self._check_open()
+        if self._write_nowait is None or self._queue or self._writing or self._leftover:
+            return False  # no synchronous path, or not idle
+        nbytes = len(segments[0]) if len(segments) == 1 else sum(map(len, segments))
         if nbytes >= self.config.coalesce_below:
             return False
         if len(segments) > 1:  # one TLS record, not one per segment: half the crypto calls

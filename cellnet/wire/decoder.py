@@ -100,11 +100,16 @@ _TYPES = {int(t): t for t in FrameType}
 _BATCH = FrameType.BATCH
 _STREAM_DATA = FrameType.STREAM_DATA
 _unpack_prefix = PREFIX.unpack_from
-#: The prefix with magic and version as one 3-byte field (one comparison on the fast path).
-_unpack_whole = struct.Struct("<3sBHHIIQII").unpack_from
-_HEAD = MAGIC + bytes([VERSION])
-#: Flag values of a payload the fast path takes as bytes (a tensor pack needs its own buffer).
-_INLINE_FLAGS = {int(f): f for f in (FrameFlags.NONE, FrameFlags.NO_PAYLOAD)}
+#: The prefix's first 8 bytes (magic, version, type, flags, reserved) as one field, then the
+#: header and payload lengths (the checksums are checked natively).
+_unpack_whole = struct.Struct("<8sI4xQ4x4x").unpack_from
+#: Every valid first 8 bytes of a frame the fast path takes -> (type, flags): each frame
+#: type with a bytes payload or none (a tensor pack needs an aligned buffer of its own).
+_INLINE_HEADS = {
+    struct.pack("<2sBBHH", MAGIC, VERSION, t, f, 0): (t, f)
+    for t in FrameType
+    for f in (FrameFlags.NONE, FrameFlags.NO_PAYLOAD)
+}
 _is_str = str.__instancecheck__
 _verify = lib.cn_frame_verify
 _from_buffer = ffi.from_buffer
@@ -320,22 +325,19 @@ class FrameDecoder:
         avail = len(buf) - pos
         if avail < PREFIX_SIZE:
             return None
-        head, ftype, bits, reserved, hlen, _, plen, _, _ = _unpack_whole(buf, pos)
+        head, hlen, plen = _unpack_whole(buf, pos)
+        kind = _INLINE_HEADS.get(head)  # magic, version, type, flags and reserved in one look
         end = PREFIX_SIZE + hlen + plen
-        ftype = _TYPES.get(ftype)
-        flags = _INLINE_FLAGS.get(bits)  # None for a tensor payload (aligned buffer) or bad bits
         if (
-            end > avail
-            or flags is None
-            or ftype is None
-            or head != _HEAD
-            or reserved
+            kind is None
+            or end > avail
             or plen >= self._large
             or hlen > self._max_header
             or plen > self._max_payload
             or _verify(buf if type(buf) is bytes else _from_buffer(buf), pos, avail)
         ):
             return None
+        ftype, flags = kind
         hstart = pos + PREFIX_SIZE
         pstart = hstart + hlen
         if type(buf) is bytes:
