@@ -544,7 +544,7 @@ class TLSStream(trio.abc.Stream):
         Not a checkpoint -- the caller must reach one itself.
         """
         if (self._raw is None or not self._handshook or self._unsent or self._outgoing.pending
-                or self._send_lock.locked() or self._send_conflict.busy):
+                or self._send_lock.locked() or self._send_conflict._busy):
             raise trio.WouldBlock
         if type(segments) is list and len(segments) == 1 and type(segments[0]) in _PLAIN:
             views = segments  # one plain buffer (a link's small frame): nothing to check
@@ -552,14 +552,15 @@ class TLSStream(trio.abc.Stream):
             views = [_byte_view(seg, "segment") for seg in segments]
         self._check()
         step, write = self._write_size, self._ssl.write
-        for view in views:  # synchronous throughout: no lock needed
-            off, size = 0, len(view)
-            while off < size:
-                try:
+        try:
+            for view in views:  # synchronous throughout: no lock needed
+                size = len(view)
+                off = write(view) if 0 < size <= step else 0  # a small one: no slice
+                while off < size:
                     off += write(view[off : off + step])
-                except ssl.SSLError as exc:  # incl. WantRead: TLS 1.3 never renegotiates
-                    self._break()
-                    raise trio.BrokenResourceError(f"TLS stream failed: {exc}") from exc
+        except ssl.SSLError as exc:  # incl. WantRead: TLS 1.3 never renegotiates
+            self._break()
+            raise trio.BrokenResourceError(f"TLS stream failed: {exc}") from exc
         return self._write_out()
 
     async def wait_send_all_might_not_block(self) -> None:
