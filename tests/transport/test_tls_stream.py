@@ -111,6 +111,31 @@ async def test_receive_some_respects_max_bytes(server_ctx, client_ctx):
                 await server.receive_into(b"readonly")
 
 
+async def test_receive_some_returns_every_buffered_record_as_bytes(server_ctx, client_ctx):
+    """The receive fast path: records already buffered behind one socket read come back
+    together from one call, as ``bytes``, up to ``max_bytes``; the rest stays buffered."""
+    with trio.fail_after(10):
+        client, server = await tls_pair(server_ctx, client_ctx)
+        async with client, server:
+            for word in (b"one ", b"two ", b"three"):  # three records, one send each
+                await client.send_all(word)
+            await trio.sleep(0.05)  # all three are in the server's socket now
+            got = await server.receive_some()
+            assert type(got) is bytes and got == b"one two three"
+            for word in (b"four ", b"five"):
+                await client.send_all(word)
+            await trio.sleep(0.05)
+            assert await server.receive_some(7) == b"four fi"  # stops inside a record
+            assert await server.receive_some() == b"ve"
+            big = os.urandom(3 * 16384 + 5)  # several full records in one socket read
+            await client.send_all(big)
+            await trio.sleep(0.05)
+            out = bytearray()
+            while len(out) < len(big):
+                out += await server.receive_some()
+            assert out == big
+
+
 async def test_clean_close_gives_repeated_eof_then_closed(server_ctx, client_ctx):
     with trio.fail_after(10):
         client, server = await tls_pair(server_ctx, client_ctx)
