@@ -401,9 +401,9 @@ class TLSStream(trio.abc.Stream):
                 await trio.lowlevel.cancel_shielded_checkpoint()
             return n
 
-    async def receive_some(self, max_bytes: int | None = None) -> bytearray:
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         """Up to ``max_bytes`` (default: all that is buffered, at least one read) bytes."""
-        if max_bytes is not None:
+        if max_bytes is not None and (type(max_bytes) is not int or max_bytes < 1):
             if not isinstance(max_bytes, int) or isinstance(max_bytes, bool):
                 raise TypeError("max_bytes must be an int or None")
             if max_bytes < 1:
