@@ -394,9 +394,7 @@ class TLSStream(trio.abc.Stream):
                 checkpointed = True
             # bytes are in ``view`` now: nothing below may be cancelled, or they would be lost
             if self._outgoing.pending and not self._send_lock.locked():
-                with trio.CancelScope(shield=True) as shield:  # a key-update answer produced
-                    shield.deadline = trio.current_time() + _FLUSH_AFTER_READ_S  # by reading
-                    await self._flush()
+                await self._flush_answer()
             if not checkpointed:
                 await trio.lowlevel.cancel_shielded_checkpoint()
             return n
@@ -462,12 +460,17 @@ class TLSStream(trio.abc.Stream):
                 data = self._more_records(data, limit)
             # bytes are taken now: nothing below may be cancelled, or they would be lost
             if self._outgoing.pending and not self._send_lock.locked():
-                with trio.CancelScope(shield=True) as shield:  # a key-update answer produced
-                    shield.deadline = trio.current_time() + _FLUSH_AFTER_READ_S  # by reading
-                    await self._flush()
+                await self._flush_answer()
             if not waited:
                 await trio.lowlevel.cancel_shielded_checkpoint()
             return data
+
+    async def _flush_answer(self) -> None:
+        """Send what reading produced (a key-update answer), shielded: the bytes just read
+        must reach the caller, so this may not be cancelled."""
+        with trio.CancelScope(shield=True) as shield:
+            shield.deadline = trio.current_time() + _FLUSH_AFTER_READ_S
+            await self._flush()
 
     def _more_records(self, first: bytes, limit: int) -> bytes:
         """``first`` and the plaintext of the records buffered behind it, up to ``limit``."""
