@@ -316,8 +316,9 @@ class Delivery(Serving):
         kind = headers.get(_MSG_TYPE)
         channel = headers.get(_CHANNEL)
         payload = msg.payload
-        self._stats.message_in(channel, len(payload) if type(payload) is bytes
-                               else payload_nbytes(payload))
+        nbytes = len(payload) if type(payload) is bytes else payload_nbytes(payload)
+        if kind != _REQUEST:  # (a request is counted once its reply is on its way)
+            self._stats.message_in(channel, nbytes)
         if kind == _REPLY:
             req = self._requests.resolve(msg)
             if req is None:
@@ -333,11 +334,15 @@ class Delivery(Serving):
                     reply, segments = self._no_handler(msg), None
                 else:
                     reply, segments = self._serve_now(handler, msg)
-                if self._write_reply_now(reply, segments, link):
-                    self._stats.message_out(channel, payload_nbytes(reply.payload))
-                elif not self._reply_nowait(reply, segments):
-                    self._running().start_soon(self._reply, reply, segments)
+                try:
+                    if self._write_reply_now(reply, segments, link):
+                        self._stats.message_out(channel, payload_nbytes(reply.payload))
+                    elif not self._reply_nowait(reply, segments):
+                        self._running().start_soon(self._reply, reply, segments)
+                finally:
+                    self._stats.message_in(channel, nbytes)
             else:
+                self._stats.message_in(channel, nbytes)
                 self._dispatch(msg)
                 if link is not None:
                     link.handoff()
