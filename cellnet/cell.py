@@ -43,7 +43,7 @@ import trio
 import trio.testing
 
 from cellnet import fqcn as _fqcn
-from cellnet._delivery import Delivery, _as_message, _Batch, _name
+from cellnet._delivery import _UNKNOWN, Delivery, _as_message, _Batch, _name
 from cellnet._handlers import Handler
 from cellnet._stream_cell import StreamEndpoints
 from cellnet._streaming import LinkStreams
@@ -75,7 +75,7 @@ _OK = CellReturnCode.OK.value
 _COMM = CellReturnCode.COMM_ERROR.value
 _CHANNEL, _TOPIC, _MSG_TYPE = K.CHANNEL.value, K.TOPIC.value, K.MSG_TYPE.value
 _ORIGIN, _DESTINATION, _HOP_COUNT = K.ORIGIN.value, K.DESTINATION.value, K.HOP_COUNT.value
-_OPTIONAL, _REQ_ID = K.OPTIONAL.value, K.REQ_ID.value
+_OPTIONAL, _REQ_ID, _RETURN_CODE = K.OPTIONAL.value, K.REQ_ID.value, K.RETURN_CODE.value
 _REQUEST, _FNF = MessageType.REQUEST.value, MessageType.FIRE_AND_FORGET.value
 
 
@@ -323,7 +323,9 @@ class Cell(StreamEndpoints, Delivery):
         if self._nursery is None:
             self._running()
         request = self._stamp(_REQUEST, target, channel, topic, msg, optional)
-        hop = self._hop(target)
+        hop = self._routes.get(target, _UNKNOWN)  # the route cache, read here: a call less
+        if hop is _UNKNOWN:
+            hop = self._hop(target)
         event = trio.Event()
         now = self._now()
         requests = self._requests
@@ -357,8 +359,9 @@ class Cell(StreamEndpoints, Delivery):
             if reply is None:
                 reply = timeout_reply(pending, channel, topic, timeout)
             self._stats.latency.add(self._now() - pending.started)
-            if reply.return_code != _OK:
-                self._stats.error(f"request:{reply.return_code}")
+            rc = reply.headers.get(_RETURN_CODE)
+            if rc != _OK:
+                self._stats.error(f"request:{rc}")
             return reply
         finally:
             self._requests.discard(pending.req_id)

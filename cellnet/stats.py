@@ -59,9 +59,12 @@ class LatencyHistogram:
         return math.inf if index >= _N_BUCKETS else _FIRST_BUCKET * 2.0**index
 
     def add(self, seconds: float) -> None:
-        if seconds < 0 or math.isnan(seconds):
+        if not seconds >= 0:  # negative or NaN
             raise ValueError(f"a latency must be a non-negative number, got {seconds!r}")
-        self.counts[self.bucket_of(seconds)] += 1
+        if seconds <= _FIRST_BUCKET:  # bucket_of, inlined: this runs once per request
+            self.counts[0] += 1
+        else:
+            self.counts[min(_N_BUCKETS, math.ceil(math.log2(seconds / _FIRST_BUCKET)))] += 1
         self.count += 1
         self.total += seconds
 
