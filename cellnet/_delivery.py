@@ -229,11 +229,13 @@ class Delivery(Serving):
                 if origin is None or origin != link.trusted_origin:
                     self._check_origin(link, headers)
                     link.trusted_origin = origin  # its next messages pass at a glance
-            if headers.get(_DESTINATION) == self.fqcn:
+            if headers.get(_DESTINATION) == self.fqcn:  # (_accept, without its coroutine)
                 if frame.flags is _PLAIN:  # a bytes payload, as received: nothing to decode
-                    await self._accept(Message._from_wire(headers, frame.payload), link)
+                    msg = Message._from_wire(headers, frame.payload)
                 else:
-                    await self._accept(decode_message(frame), link)
+                    msg = decode_message(frame)
+                if not self._take(msg, link):
+                    await self._queue_fnf(msg)
             else:
                 await self._relay(headers, frame, None)
         elif frame.type is FrameType.BATCH:
@@ -312,6 +314,12 @@ class Delivery(Serving):
         is queued before it (order is kept); else it is queued for the
         dispatcher task, waiting only when ``fnf_queue`` are queued.
         """
+        if not self._take(msg, link):
+            await self._queue_fnf(msg)
+
+    def _take(self, msg: Message, link: Link | None) -> bool:
+        """:meth:`_accept` up to its one wait: False for a fire-and-forget message that must
+        be queued (:meth:`_queue_fnf`); everything else is handled here and now."""
         headers = msg.headers
         kind = headers.get(_MSG_TYPE)
         channel = headers.get(_CHANNEL)
@@ -347,19 +355,24 @@ class Delivery(Serving):
                 if link is not None:
                     link.handoff()
         elif kind == _FNF:
-            queue = self._fnf
-            if not queue:
-                handler = self._handlers.get((channel, headers.get(_TOPIC)))
-                if handler is not None and handler.inline:
-                    self._run_fnf_inline(handler, msg)
-                    return
-            while len(queue) >= self._fnf_queue:
-                await self._fnf_space.park()
-            queue.append(msg)
-            if len(queue) == 1:
-                self._fnf_ready.unpark_all()
+            if self._fnf:
+                return False  # others wait before it: in order, behind them
+            handler = self._handlers.get((channel, headers.get(_TOPIC)))
+            if handler is None or not handler.inline:
+                return False
+            self._run_fnf_inline(handler, msg)
         else:
             raise RemoteProtocolError(f"unknown message type {kind!r}")
+        return True
+
+    async def _queue_fnf(self, msg: Message) -> None:
+        """Queue a fire-and-forget message for the dispatcher, waiting while it is full."""
+        queue = self._fnf
+        while len(queue) >= self._fnf_queue:
+            await self._fnf_space.park()
+        queue.append(msg)
+        if len(queue) == 1:
+            self._fnf_ready.unpark_all()
 
     @staticmethod
     def _write_reply_now(reply: Message, segments: list | None, link: Link | None) -> bool:
