@@ -11,7 +11,8 @@ tasks in :meth:`Link.run`:
   here; MESSAGE/BATCH and anything else go to the owner, which may raise
   :class:`RemoteProtocolError` to close the link); when handling a read woke
   a task that will write next (:meth:`Link.handoff`), the reader lets it run
-  before arming its next read;
+  before arming its next read -- a requester given its reply hands the reader
+  back itself (:meth:`Link.handback`), which costs one scheduler step, not two;
 * the **writer** waits for queued frames and writes everything that is ready
   with one ``send_all`` (small segments are joined; a large payload segment is
   written as is, never copied), so 64 pipelined requests cost one write;
