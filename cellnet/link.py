@@ -205,9 +205,6 @@ class Link:
         self._enqueue(segments, nbytes)
         return True
 
-    def _idle(self) -> bool:
-        return not (self._queue or self._writing or self._leftover or self._closed)
-
     def _write_sync(self, segments: list, nbytes: int) -> bool:
         """Write ``segments`` through the stream's synchronous path; False if it cannot now."""
         try:
