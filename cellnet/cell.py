@@ -338,17 +338,13 @@ class Cell(StreamEndpoints, Delivery):
                 return error_reply(
                     request, _COMM, Reason.NO_ROUTE, f"{self.fqcn} has no route to {target}"
                 )
+            segments = None  # the common small request: encoded as one buffer, right here
+            if msg is None or (
+                type(msg) is bytes and len(msg) <= self.link_config.stream_threshold
+            ):
+                segments = encode_small_message(request.headers, msg, self._limits)
             try:  # alone in flight: write it now, else let the writer coalesce
-                link = self._links.get(hop)
-                if link is not None and (msg is None or (
-                    type(msg) is bytes and len(msg) <= link.config.stream_threshold
-                )):  # the common small request: one buffer, straight onto its link
-                    segments = encode_small_message(request.headers, msg, self._limits)
-                    if not (len(requests) == 1 and link.write_now(segments)):
-                        await link.send(segments, timeout=timeout)
-                    self._stats.message_out(channel, len(msg) if msg is not None else 0)
-                else:
-                    await self._send_via(hop, request, timeout, urgent=len(requests) == 1)
+                await self._send_via(hop, request, timeout, segments, urgent=len(requests) == 1)
             except LinkClosedError as exc:
                 pending.complete(error_reply(request, _COMM, Reason.LINK_CLOSED, str(exc)))
             except LinkBusyError:  # no room on the link for the whole timeout

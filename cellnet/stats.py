@@ -61,10 +61,7 @@ class LatencyHistogram:
     def add(self, seconds: float) -> None:
         if not seconds >= 0:  # negative or NaN
             raise ValueError(f"a latency must be a non-negative number, got {seconds!r}")
-        if seconds <= _FIRST_BUCKET:  # bucket_of, inlined: this runs once per request
-            self.counts[0] += 1
-        else:
-            self.counts[min(_N_BUCKETS, math.ceil(math.log2(seconds / _FIRST_BUCKET)))] += 1
+        self.counts[self.bucket_of(seconds)] += 1
         self.count += 1
         self.total += seconds
 
@@ -123,16 +120,14 @@ class StatsRecorder:
         self.forwarded = 0
 
     def _row(self, channel: Any) -> list[int]:
-        key = channel if isinstance(channel, str) else "?"
-        row = self._channels.get(key)
-        if row is None:
-            row = self._channels[key] = [0, 0, 0, 0]
+        row = self._channels.get(channel) if type(channel) is str else None
+        if row is None:  # a new channel, or a name that is not a plain str
+            key = channel if isinstance(channel, str) else "?"
+            row = self._channels.setdefault(key, [0, 0, 0, 0])
         return row
 
     def message_in(self, channel: Any, nbytes: int) -> None:
-        row = self._channels.get(channel) if type(channel) is str else None
-        if row is None:
-            row = self._row(channel)
+        row = self._row(channel)
         row[0] += 1
         row[1] += nbytes
 
@@ -143,9 +138,7 @@ class StatsRecorder:
         row[1] += nbytes
 
     def message_out(self, channel: Any, nbytes: int) -> None:
-        row = self._channels.get(channel) if type(channel) is str else None
-        if row is None:
-            row = self._row(channel)
+        row = self._row(channel)
         row[2] += 1
         row[3] += nbytes
 

@@ -28,20 +28,20 @@ import cbor2
 from cellnet._torch import as_numpy_tensors
 from cellnet.errors import CellnetError, LocalProtocolError, RemoteProtocolError
 from cellnet.message import Message
-from cellnet.native import ffi, lib
-from cellnet.native._status import check
+from cellnet.native import ffi
 from cellnet.wire._cbor import loads_exact
 from cellnet.wire.frame import (
     BATCH_COUNT,
     BATCH_HEADERS,
-    PREFIX_SIZE,
     Frame,
     FrameFlags,
     FrameType,
     _check_headers,
     aligned_buffer,
     as_byte_view,
+    check_lengths,
     encode_frame,
+    seal_head,
 )
 from cellnet.wire.limits import WireLimits
 
@@ -61,8 +61,6 @@ _TENSOR_FLAG = FrameFlags.TENSOR_PAYLOAD
 _MESSAGE = FrameType.MESSAGE
 _from_wire = Message._from_wire
 _dumps = cbor2.dumps
-_seal = lib.cn_frame_seal
-_from_buffer = ffi.from_buffer
 _NULL = ffi.NULL
 
 
@@ -111,26 +109,12 @@ def encode_small_message(headers: dict, payload: bytes | None, limits: WireLimit
         hdr = _dumps(headers)
     except Exception as exc:
         raise LocalProtocolError(f"headers are not CBOR-serialisable: {exc}") from exc
-    if len(hdr) > limits.max_header_bytes:
-        raise LocalProtocolError(
-            f"headers take {len(hdr)} bytes, the limit is {limits.max_header_bytes}"
-        )
-    buf = bytearray(PREFIX_SIZE)
-    buf += hdr
-    head_len = len(buf)
     if payload is None:
-        status = _seal(_from_buffer(buf), head_len, _MESSAGE, _NO_PAYLOAD_FLAG, 0, _NULL, 0, 0)
-    else:
-        plen = len(payload)
-        if plen > limits.max_payload_bytes:
-            raise LocalProtocolError(
-                f"payload has {plen} bytes, the limit is {limits.max_payload_bytes}"
-            )
-        buf += payload
-        status = _seal(_from_buffer(buf), head_len, _MESSAGE, _NONE_FLAG, plen, payload, plen, 0)
-    if status:
-        check(status, "frame seal")
-    return [buf]
+        check_lengths(len(hdr), 0, limits)
+        return [seal_head(_MESSAGE, _NO_PAYLOAD_FLAG, hdr, 0, _NULL, 0, 0)]
+    plen = len(payload)
+    check_lengths(len(hdr), plen, limits)
+    return [seal_head(_MESSAGE, _NONE_FLAG, hdr, plen, payload, plen, 0, with_payload=True)]
 
 
 def decode_message(frame: Frame, *, verify_tensors: bool = False) -> Message:

@@ -251,27 +251,46 @@ def encode_frame(
         segments = _payload_views(payload)
         last, nlast, pcrc = _NULL, 0, payload_crc
         plen = sum(seg.nbytes for seg in segments)
-    max_hdr, max_pay = HEADER_LEN_MAX, PAYLOAD_LEN_MAX
-    if limits is not None:
-        max_hdr, max_pay = limits.max_header_bytes, limits.max_payload_bytes
-    if len(hdr) > max_hdr:
-        raise LocalProtocolError(f"headers take {len(hdr)} bytes, the limit is {max_hdr}")
-    if plen > max_pay:
-        raise LocalProtocolError(f"payload has {plen} bytes, the limit is {max_pay}")
+    check_lengths(len(hdr), plen, limits)
     return [seal_head(ftype, flags, hdr, plen, last, nlast, pcrc), *segments]
 
 
+def check_lengths(hlen: int, plen: int, limits: WireLimits | None) -> None:
+    """LocalProtocolError if headers of ``hlen`` or a payload of ``plen`` bytes exceed what
+    the peer accepts (``limits``; the format's own maxima without them)."""
+    max_hdr, max_pay = HEADER_LEN_MAX, PAYLOAD_LEN_MAX
+    if limits is not None:
+        max_hdr, max_pay = limits.max_header_bytes, limits.max_payload_bytes
+    if hlen > max_hdr:
+        raise LocalProtocolError(f"headers take {hlen} bytes, the limit is {max_hdr}")
+    if plen > max_pay:
+        raise LocalProtocolError(f"payload has {plen} bytes, the limit is {max_pay}")
+
+
 def seal_head(
-    ftype: int, flags: int, hdr: bytes, plen: int, last: Any, nlast: int, pcrc: int
+    ftype: int,
+    flags: int,
+    hdr: bytes,
+    plen: int,
+    last: Any,
+    nlast: int,
+    pcrc: int,
+    *,
+    with_payload: bool = False,
 ) -> bytearray:
     """The prefix, every checksum included, followed by the headers: one native call.
 
     The payload CRC is ``pcrc`` (of all segments but the last) continued over
-    ``last`` (``nlast`` bytes, anything cffi takes as ``const void *``).
+    ``last`` (``nlast`` bytes, anything cffi takes as ``const void *``).  With
+    ``with_payload`` the payload (then ``last``, the whole of it, as ``bytes``)
+    follows in the same buffer: the whole frame in one piece.
     """
     head = bytearray(PREFIX_SIZE)
     head += hdr
-    status = _seal(_from_buffer(head), len(head), ftype, flags, plen, last, nlast, pcrc)
+    head_len = len(head)
+    if with_payload and nlast:
+        head += last
+    status = _seal(_from_buffer(head), head_len, ftype, flags, plen, last, nlast, pcrc)
     if status:
         check(status, "frame seal")
     return head
